@@ -1,0 +1,42 @@
+# Two entry points a new machine needs: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch is pinned to the CPU build that ships as a local wheel on our CI machines;
+# an unpinned torch would pull a multi-GB CUDA build just to run tiny-model tests.
+TORCH_PIN ?= torch==2.13.0
+CLAUDE_CODE_VERSION ?= 2.1.328
+CLAUDE_PREFIX ?= .cache/claude-code
+
+.PHONY: venv demo test test-fast bench claude-code validate clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,embeddings]' '$(TORCH_PIN)'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PY) scripts/demo.py
+
+test: venv
+	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not e2e and not slow"
+
+bench: venv
+	$(PY) benchmarks/bench_gap_analysis.py
+	$(PY) benchmarks/bench_knn.py
+
+claude-code:
+	npm install --no-audit --no-fund --prefix $(CLAUDE_PREFIX) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+
+validate: venv claude-code
+	$(CLAUDE_PREFIX)/node_modules/.bin/claude plugin validate .
+	for d in skills/*/; do $(VENV)/bin/agentskills validate "$$d" || exit 1; done
+
+clean:
+	rm -rf $(VENV) demo_workspace .pytest_cache

@@ -1,0 +1,41 @@
+"""Shared command-line conventions for every script in ``scripts/``.
+
+One rule for all tools: bad input is a ``UsageError`` -> one line on stderr, exit 2,
+nothing written. A run that completes but cannot meet its goal raises ``RunFailed``
+-> exit 1 (for example an unreachable recall target).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+
+class UsageError(Exception):
+    """Bad input or bad invocation: exit 2 with a one-line message."""
+
+    exit_code = 2
+
+
+class RunFailed(Exception):
+    """The run finished its checks but could not produce the requested result: exit 1."""
+
+    exit_code = 1
+
+
+def fail_line(prog: str, message: str) -> str:
+    # Single line whatever the message holds, so callers and hooks can grep it.
+    return f"{prog}: error: {' '.join(str(message).split())}"
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], prog: str,
+            argv: Sequence[str] | None = None) -> int:
+    """Call ``main`` and turn the project's exceptions into exit codes and one-line errors."""
+    try:
+        code = main(argv)
+    except (UsageError, RunFailed) as exc:
+        print(fail_line(prog, str(exc)), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(fail_line(prog, "interrupted"), file=sys.stderr)
+        return 130
+    return int(code or 0)

@@ -1,0 +1,58 @@
+"""The one place that says what each report must contain and which artifacts a run leaves.
+
+Used by the report-check hook, the draft-report script and the demo, so the writer and
+the checker cannot drift apart. Standard library only (hooks import it).
+"""
+from __future__ import annotations
+
+VERDICTS = ("mislabeled", "edge case", "data quality", "systematic")
+
+RCA_SECTIONS = ("Verdict", "Threshold Selection", "Weakness Distribution",
+                "Top-K Weakest Samples", "Visual Spot Check", "Per-Label Breakdown",
+                "Recommended Actions")
+# When unreachable_kpi.txt exists sections 3-6 collapse into one quoting that file.
+RCA_UNREACHABLE_SECTIONS = ("Verdict", "Threshold Selection", "Unreachable KPI",
+                            "Recommended Actions")
+RCA_WORDS = (1000, 1800)
+
+ROUTING_SECTIONS = ("Verdict", "Inputs", "Per-Label Routing Decisions",
+                    "Module-Level Summaries", "Dropped Labels", "Recommended Actions")
+
+MINING_SECTIONS = ("Verdict", "Inputs", "Encoder Consistency", "Mining Run",
+                   "Per-Label Breakdown", "Output Sanity", "Recommended Actions")
+MINING_WORDS = (600, 1200)
+
+REPORT_FILES = {"RCA_Report.md": "rca", "Routing_Report.md": "routing",
+                "Mining_Report.md": "mining"}
+CONFIG_DIRS = {"rca": "rca_config", "routing": "routing_config", "mining": "mining_config"}
+SKILLS = {"rca": "tao-analyze-gaps-visual-changenet",
+          "routing": "tao-route-visual-changenet-samples",
+          "mining": "tao-mine-aoi-images"}
+SESSION_FILE = "claude_session.jsonl"
+
+RCA_ARTIFACTS = ("kpi_gaps.parquet", "threshold.txt", "metrics.json",
+                 "weak_samples_breakdown.txt")
+RCA_UNREACHABLE_FILE = "unreachable_kpi.txt"
+RCA_IMAGES_DIR = "rca_images"
+RCA_SPOT_CHECK_COUNT = 10
+ROUTING_ARTIFACTS = ("mining_gaps.parquet", "anomalygen_gaps.parquet", "routing_summary.txt")
+MINING_ARTIFACTS = ("target_embeddings.parquet", "source_embeddings.parquet",
+                    "mined.parquet", "mining_summary.txt")
+
+
+def count_words(markdown: str) -> int:
+    """Words a reader reads: prose and table cells; not fenced code, table rules or image links."""
+    import re
+
+    words = 0
+    in_fence = False
+    for line in markdown.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            in_fence = not in_fence
+            continue
+        if in_fence or re.fullmatch(r"\|?[\s:|-]+\|?", stripped or "x"):
+            continue
+        stripped = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", stripped)
+        words += len(re.findall(r"[A-Za-z0-9][\w.%/+-]*", stripped))
+    return words
