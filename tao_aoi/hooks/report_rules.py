@@ -56,3 +56,14 @@ def count_words(markdown: str) -> int:
         stripped = re.sub(r"!\[[^\]]*\]\([^)]*\)", " ", stripped)
         words += len(re.findall(r"[A-Za-z0-9][\w.%/+-]*", stripped))
     return words
+
+
+# Markers the tools print (stdout or stderr) and the script-check hook looks for.
+# The tools import these constants, so the text printed and the text matched are one fact.
+MARK_WRONG_SIDE = "WARNING [wrong-side-filter]"
+MARK_UNREACHABLE = "UNREACHABLE KPI"
+MARK_MISSING_IMAGES = "WARNING [missing-images]"
+MARK_LABEL_FILTER_NOOP = "WARNING [label-filter-noop]"
+MARK_DROPPED_LABELS = "WARNING [dropped-labels]"
+MARK_BACKEND = "backend:"
+ENCODER_METADATA_KEY = "tao_aoi.encoder"
