@@ -34,8 +34,13 @@ bench: venv
 claude-code:
 	npm install --no-audit --no-fund --prefix $(CLAUDE_PREFIX) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
 
+# --strict --profile directory: any error or warning (the plugin directory's too) fails.
+# claude runs with a throwaway HOME so a developer's own settings never change the verdict.
 validate: venv claude-code
-	$(CLAUDE_PREFIX)/node_modules/.bin/claude plugin validate .
+	home=$$(mktemp -d) && trap 'rm -rf "$$home"' EXIT && \
+	for target in . .claude-plugin/plugin.json; do \
+	  HOME="$$home" $(CLAUDE_PREFIX)/node_modules/.bin/claude plugin validate --strict --profile directory "$$target" || exit 1; \
+	done
 	for d in skills/*/; do $(VENV)/bin/agentskills validate "$$d" || exit 1; done
 
 clean:

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""Benchmark `data_services.py gap_analysis vcn_aoi` as a whole command, and compare it with a
+straightforward per-threshold reference (one pass over all rows per candidate, in pure Python,
+as NVIDIA's host-side analyzer does).
+
+Synthetic inference CSVs (PASS plus several defect labels, scores rounded to 4 decimals so
+ties are realistic) are cached under benchmarks/data/ (gitignored). Each measurement is a
+separate process: wall time from the parent, peak RSS from os.wait4 (that child only).
+
+    flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_gap_analysis.py
+    .venv/bin/python benchmarks/bench_gap_analysis.py --sizes 1k,10k --ref-sizes 1k
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "benchmarks" / "data"
+DEFECTS = ["SHORT", "MISSING", "BRIDGE", "EXCESS_SOLDER", "TOMBSTONE"]
+LIGHTINGS = {"Coaxial": 0, "Diffuse": 1, "Side": 2}
+TARGETS = {"wall_10M_s": 10.0, "rss_10M_gb": 3.0, "ratio_10M_1M": 12.0, "speedup_20k": 40.0}
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().lower()
+    mult = {"k": 1_000, "m": 1_000_000}.get(text[-1], 1)
+    return int(float(text[:-1] if text[-1] in "km" else text) * mult)
+
+
+def label_of(n: int) -> str:
+    return f"{n // 1_000_000}M" if n >= 1_000_000 and n % 1_000_000 == 0 else (
+        f"{n // 1000}k" if n % 1000 == 0 else str(n))
+
+
+def dataset(n: int) -> Path:
+    """Experiment folder with inference/inference.csv and train.yaml for n rows (cached)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import yaml
+
+    exp = DATA / f"gap_{n}"
+    csv_path = exp / "inference" / "inference.csv"
+    if csv_path.is_file():
+        return exp
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(n)
+    is_defect = rng.random(n) < 0.12
+    defect = rng.integers(0, len(DEFECTS), n)
+    labels = np.where(is_defect, np.array(DEFECTS, dtype=object)[defect], "PASS")
+    # PASS mostly low, defects mostly high, with an overlapping tail on both sides
+    scores = np.where(is_defect, rng.beta(5, 2, n), rng.beta(2, 6, n))
+    scores = np.round(scores, 4)
+    board = rng.integers(0, max(1, n // 40), n)
+    table = pa.table({
+        "input_path": pa.array([f"lot{b % 97:02d}/board{b:07d}" for b in board]),
+        "object_name": pa.array([f"C{i:08d}" for i in range(n)]),
+        "label": pa.array(labels.astype(str)),
+        "siamese_score": pa.array(scores),
+        "station": pa.array(rng.integers(1, 9, n).astype(np.int32)),
+    })
+    tmp = csv_path.with_suffix(".tmp")
+    pacsv.write_csv(table, tmp)
+    os.replace(tmp, csv_path)
+    (exp / "train.yaml").write_text(yaml.safe_dump(
+        {"dataset": {"classify": {"input_map": LIGHTINGS, "image_ext": ".jpg"}}}), encoding="utf-8")
+    return exp
+
+
+def measure_wait4(cmd: list[str]) -> tuple[float, float, int, str]:
+    """Run cmd with stdout to a temp file and reap it with os.wait4 to get its own peak RSS."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        text, etext = out.read(), err.read()
+    if proc.returncode != 0:
+        sys.stderr.write(etext[-2000:])
+    return wall, usage.ru_maxrss / 1024.0, proc.returncode, text  # ru_maxrss is KiB on Linux
+
+
+def run_ours(exp: Path, results: Path) -> tuple[float, float, float]:
+    import yaml
+
+    spec = exp / "vcn_aoi_spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "inference_results_dir": str(exp / "inference"), "train_config": str(exp / "train.yaml"),
+        "kpi_media_path": str(exp / "media"), "results_dir": str(results), "top_k_per_label": 50}))
+    cmd = [sys.executable, str(REPO / "scripts" / "data_services.py"), "gap_analysis", "vcn_aoi",
+           "-e", str(spec)]
+    wall, rss, code, _ = measure_wait4(cmd)
+    if code != 0:
+        raise SystemExit(f"data_services.py failed with exit {code} on {exp}")
+    return wall, rss, float((results / "threshold.txt").read_text())
+
+
+def run_reference(exp: Path) -> tuple[float, float, float]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--reference",
+           str(exp / "inference" / "inference.csv")]
+    wall, rss, code, out = measure_wait4(cmd)
+    if code != 0:
+        raise SystemExit(f"reference failed with exit {code}")
+    return wall, rss, float(out.strip().splitlines()[-1])
+
+
+def reference_main(csv_path: str, min_recall: float = 1.0, top_k: int = 50) -> None:
+    """The straightforward analyzer: for each candidate threshold, one pass over every row."""
+    import csv
+
+    with open(csv_path, newline="") as fh:
+        rows = [(r["input_path"], r["object_name"], r["label"], float(r["siamese_score"]))
+                for r in csv.DictReader(fh)]
+    scores = [r[3] for r in rows]
+    positive = [r[2].strip().upper() != "PASS" for r in rows]
+    n_pos = sum(positive)
+    candidates = sorted(set(scores)) + [math.nextafter(min(scores), -math.inf)]
+    best = None
+    for t in candidates:
+        tp = fp = 0
+        for s, p in zip(scores, positive):
+            if s > t:
+                if p:
+                    tp += 1
+                else:
+                    fp += 1
+        recall = tp / n_pos
+        if recall < min_recall - 1e-12:
+            continue
+        precision = tp / (tp + fp) if tp + fp else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        key = (f1, precision, t)
+        if best is None or key > best:
+            best = key
+    t = best[2]
+    by_label: dict[str, list] = {}
+    for (ip, on, lab, s), p in zip(rows, positive):
+        by_label.setdefault(lab, []).append(((t - s) if p else (s - t), ip, on))
+    kept = [x for lab in by_label for x in sorted(by_label[lab], key=lambda v: (-v[0], v[1], v[2]))[:top_k]]
+    print(len(kept))
+    print(repr(t))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="1k,10k,100k,1M,10M", help="row counts for the scaling table")
+    parser.add_argument("--ref-sizes", default="1k,5k,20k", help="row counts for the reference comparison ('' to skip)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON instead of markdown")
+    parser.add_argument("--reference", metavar="CSV", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.reference:
+        reference_main(args.reference)
+        return 0
+
+    import platform
+
+    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    ref_sizes = [parse_size(s) for s in args.ref_sizes.split(",") if s.strip()]
+    scaling, compare = [], []
+    for n in sizes:
+        exp = dataset(n)
+        wall, rss, _ = run_ours(exp, exp / "results")
+        scaling.append({"rows": n, "wall_s": wall, "peak_rss_mb": rss})
+        print(f"[bench] {label_of(n)}: {wall:.2f} s, {rss:.0f} MB", file=sys.stderr)
+    for n in ref_sizes:
+        exp = dataset(n)
+        wall, rss, t_ours = run_ours(exp, exp / "results")
+        rwall, rrss, t_ref = run_reference(exp)
+        compare.append({"rows": n, "ours_s": wall, "reference_s": rwall, "speedup": rwall / wall,
+                        "same_threshold": t_ours == t_ref})
+        print(f"[bench] ref {label_of(n)}: ours {wall:.2f} s, reference {rwall:.2f} s", file=sys.stderr)
+
+    by_n = {r["rows"]: r for r in scaling}
+    checks = []
+    if 10_000_000 in by_n:
+        checks.append(("10M rows wall <= 10 s", by_n[10_000_000]["wall_s"] <= TARGETS["wall_10M_s"]))
+        checks.append(("10M rows peak RSS <= 3 GB", by_n[10_000_000]["peak_rss_mb"] <= TARGETS["rss_10M_gb"] * 1024))
+        if 1_000_000 in by_n:
+            ratio = by_n[10_000_000]["wall_s"] / by_n[1_000_000]["wall_s"]
+            checks.append((f"time(10M)/time(1M) = {ratio:.1f} <= 12", ratio <= TARGETS["ratio_10M_1M"]))
+    for c in compare:
+        if c["rows"] == 20_000:
+            checks.append((f"20k rows speedup {c['speedup']:.0f}x >= 40x", c["speedup"] >= TARGETS["speedup_20k"]))
+        checks.append((f"{label_of(c['rows'])} rows: same threshold as the reference", c["same_threshold"]))
+
+    if args.json:
+        print(json.dumps({"scaling": scaling, "reference": compare,
+                          "checks": [{"check": c, "ok": ok} for c, ok in checks]}, indent=2))
+        return 0 if all(ok for _, ok in checks) else 1
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}\n")
+    print("| rows | wall (s) | peak RSS (MB) | rows/s |")
+    print("|---:|---:|---:|---:|")
+    for r in scaling:
+        print(f"| {label_of(r['rows'])} | {r['wall_s']:.2f} | {r['peak_rss_mb']:.0f} | {r['rows'] / r['wall_s']:,.0f} |")
+    if compare:
+        print("\n| rows | ours (s) | per-threshold reference (s) | speedup | same threshold |")
+        print("|---:|---:|---:|---:|:---:|")
+        for c in compare:
+            print(f"| {label_of(c['rows'])} | {c['ours_s']:.2f} | {c['reference_s']:.2f} | "
+                  f"{c['speedup']:.0f}x | {'yes' if c['same_threshold'] else 'NO'} |")
+    if checks:
+        print()
+        for text, ok in checks:
+            print(f"- {'PASS' if ok else 'FAIL'}: {text}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

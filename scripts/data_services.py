@@ -1,0 +1,10 @@
+#!/usr/bin/env python3
+"""Local data-services runner: same command line as the container (see --help)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tao_aoi.cli import run_cli  # noqa: E402
+from tao_aoi.data_services.cli import main  # noqa: E402
+
+raise SystemExit(run_cli(main, "data_services.py"))

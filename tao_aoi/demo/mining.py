@@ -1,0 +1,402 @@
+"""Demo stage 3: route the RCA demo's weak samples, then mine look-alikes from a pool.
+
+Continues where ``tao_aoi.demo.rca`` stops (``ctx.rca_dir`` holds ``kpi_gaps.parquet``):
+
+1. draw a deterministic synthetic source pool (``<workspace>/source_pool/``, a few
+   hundred small JPEGs rendered by the RCA demo's own drawing code) with ``pool.csv``;
+   it deliberately holds no TOMBSTONE image, so routing has a label to surface;
+2. run ``scripts/route_samples.py`` into ``<rca>/routing_results/<ts>/``, write
+   ``Routing_Report.md`` and hand the report hook the event Claude Code would send;
+3. run the mining skill's recipe (the first bash block of its
+   ``references/reference-invocation.md``) with ``MODEL=baseline`` on the local runner,
+   write ``Mining_Report.md`` (600-1200 words) and fire the hook again.
+
+The baseline encoder compares thumbnails and colour histograms: good enough to show the
+plumbing offline, meaningless for real mining, and both reports say so.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tao_aoi.cli import RunFailed
+from tao_aoi.hooks import report_rules as rr
+
+POOL_DIRNAME = "source_pool"
+# Images per label in the synthetic pool. TOMBSTONE is absent on purpose: it is not an
+# AnomalyGen label either, so routing must report it as dropped.
+POOL_COUNTS = {"PASS": 100, "MISSING": 45, "BRIDGE": 45, "EXCESS_SOLDER": 40, "SHIFT": 50}
+RECIPE = Path("skills") / rr.SKILLS["mining"] / "references" / "reference-invocation.md"
+TOPN = 5
+
+
+# ------------------------------------------------------------------ source pool
+def make_pool(workspace: Path, seed: int = 7) -> tuple[Path, dict[str, int]]:
+    """Write ``source_pool/<label>/*.jpg`` and ``source_pool/pool.csv`` (filepath, label).
+
+    Filepaths are relative to the workspace (the recipe runs from there). Same seed,
+    same bytes.
+    """
+    from tao_aoi.demo import synth
+
+    root = workspace / POOL_DIRNAME
+    rng = np.random.default_rng(seed + 1000)
+    lights = list(synth.INPUT_MAP)
+    rows = []
+    for label, count in POOL_COUNTS.items():
+        folder = root / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            light = lights[i % len(lights)]
+            name = f"pool_{label.lower()}_{i:03d}_{light}{synth.IMAGE_EXT}"
+            (folder / name).write_bytes(synth._draw(label, light, rng))
+            rows.append((f"{POOL_DIRNAME}/{label}/{name}", label))
+    csv_path = root / "pool.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["filepath", "label"])
+        writer.writerows(rows)
+    return csv_path, dict(POOL_COUNTS)
+
+
+# ------------------------------------------------------------------ helpers
+def _timestamp_dir(parent: Path) -> Path:
+    """``parent/<YYYY-MM-DD_HHMMSS>`` that does not exist yet (waits a second on a clash)."""
+    while True:
+        path = parent / time.strftime("%Y-%m-%d_%H%M%S")
+        if not path.exists():
+            return path
+        time.sleep(1.0)
+
+
+def _session_id(ctx, stage: int) -> str:
+    import uuid
+
+    return str(uuid.UUID(int=ctx.seed * 10 + stage))
+
+
+def _check_bash(ctx, stage: int, command: str, proc: subprocess.CompletedProcess,
+                expected: tuple[str, ...] = ()) -> None:
+    """Feed the script-check hook the Bash event Claude Code would send; fail on surprises."""
+    from tao_aoi.demo.rca import fire_hook
+
+    feedback = fire_hook(ctx, "check_script_output.py", {
+        "session_id": _session_id(ctx, stage), "transcript_path": "", "cwd": str(ctx.workspace),
+        "hook_event_name": "PostToolUse", "tool_name": "Bash", "tool_input": {"command": command},
+        "tool_response": {"stdout": proc.stdout, "stderr": proc.stderr, "interrupted": False}})
+    if not feedback:
+        return
+    print(feedback)
+    bullets = [ln for ln in feedback.splitlines() if ln.lstrip().startswith("-")]
+    surprises = [b for b in bullets if not any(mark in b for mark in expected)]
+    if surprises or not bullets:
+        raise RunFailed("the script-check hook reported problems with: " + command[:80])
+
+
+def _write_report(ctx, stage: int, path: Path, text: str, command: str, output: str) -> None:
+    """Write the report, then hand the report hook the PostToolUse(Write) event."""
+    from tao_aoi import atomic
+    from tao_aoi.demo.rca import fire_hook, write_transcript
+
+    atomic.write_text(path, text)
+    session_id = _session_id(ctx, stage)
+    transcript = write_transcript(ctx, session_id, {"script": command, "stdout": output}, path)
+    feedback = fire_hook(ctx, "on_report_written.py", {
+        "session_id": session_id, "transcript_path": str(transcript), "cwd": str(ctx.workspace),
+        "hook_event_name": "PostToolUse", "tool_name": "Write",
+        "tool_input": {"file_path": str(path), "content": text}})
+    family = rr.REPORT_FILES[path.name]
+    if feedback is None:
+        print(f"note: hooks/on_report_written.py is absent: {path.name} not checked or packaged")
+    elif feedback:
+        print(feedback)
+        raise RunFailed(f"the report hook reported problems with {path.name}")
+    else:
+        print(f"== {family}: wrote {path} ({rr.count_words(text)} words); report hook passed, "
+              f"packaged {rr.CONFIG_DIRS[family]}/ and {rr.SESSION_FILE}")
+
+
+def _run(cmd: list[str], ctx, cwd: Path, what: str, **env) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=ctx.env(**env), capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stdout[-2000:] + "\n" + proc.stderr[-2000:]).strip()
+        raise RunFailed(f"{what} failed (exit {proc.returncode}):\n{tail}")
+    return proc
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ routing
+def routing_report(route: dict, route_dir: Path, pool_counts: dict[str, int]) -> str:
+    labels = route["labels"]
+    dropped = [x for x in labels if not (x["mining"] or x["anomalygen"])]
+    both = [x["label"] for x in labels if x["mining"] and x["anomalygen"]]
+    unit = "samples" if route["total_samples"] is not None else "rows"
+
+    def n(x, key="samples"):
+        return x[key] if x.get(key) is not None else "n/a"
+
+    verdict = (
+        f"The gap analysis left {route['total_rows']} weak rows ({n(route, 'total_samples')} "
+        f"unique samples, each expanded over the lightings). {route['mining']['rows']} rows "
+        f"({n(route['mining'])} samples) go to real-image mining and "
+        f"{route['anomalygen']['rows']} rows ({n(route['anomalygen'])} samples) to AnomalyGen; "
+        f"labels {', '.join(both) or 'none'} reach both modules. ")
+    if dropped:
+        verdict += ("Label(s) " + ", ".join(f"{x['label']} ({x['rows']} rows)" for x in dropped)
+                    + " reach neither module and are listed under Dropped Labels.")
+    else:
+        verdict += "Every label reaches at least one module."
+
+    rows = []
+    for x in labels:
+        why = []
+        why.append("in the pool" if x["mining"] else "not in the pool")
+        why.append("AnomalyGen label" if x["anomalygen"] else "not an AnomalyGen label")
+        rows.append([x["label"], x["rows"], n(x), "yes" if x["mining"] else "no",
+                     "yes" if x["anomalygen"] else "no", "; ".join(why)])
+    pool_desc = ", ".join(f"{k} {v}" for k, v in pool_counts.items())
+    dropped_text = "None: every label reached at least one module." if not dropped else "\n".join(
+        f"- **{x['label']}**: {x['rows']} rows ({n(x)} samples). The synthetic pool holds no "
+        f"{x['label']} image and AnomalyGen does not synthesise it, so no augmentation "
+        "path exists yet." for x in dropped)
+    actions = [f"Run `tao-mine-aoi-images` with `{route['mining']['path']}` as the target parquet."
+               if route["mining"]["rows"] else
+               "Mining has no targets: provide a source pool whose labels overlap the weak samples."]
+    actions.append(f"Queue `{route['anomalygen']['path']}` for AnomalyGen.")
+    for x in dropped:
+        actions.append(f"{x['label']}: add real {x['label']} images to the source pool (then "
+                       "re-route) or collect new data; it cannot be augmented today.")
+    return "\n".join([
+        f"# Routing Report: demo experiment {route_dir.name}", "",
+        "## 1. Verdict", verdict, "",
+        "## 2. Inputs",
+        _table(["input", "value"], [
+            ["gaps file", f"`{route['gaps']}` ({route['total_rows']} rows, "
+                          f"{n(route, 'total_samples')} samples)"],
+            ["source pool", f"`{route['pool']}` ({pool_desc})" if route["pool"] else "none"],
+            ["AnomalyGen labels", ", ".join(route["anomalygen_labels"]) + " (default)"],
+            ["output folder", f"`{route_dir}`"]]), "",
+        f"Counts are rows of the gaps parquet (one per sample and lighting) and unique {unit}.", "",
+        "## 3. Per-Label Routing Decisions",
+        _table(["label", "rows", "samples", "mining", "AnomalyGen", "why"], rows), "",
+        "## 4. Module-Level Summaries",
+        f"**Mining**: {route['mining']['rows']} rows, {n(route['mining'])} samples, labels "
+        f"{', '.join(x['label'] for x in labels if x['mining']) or 'none'}; file "
+        f"`mining_gaps.parquet`, the target parquet of the mining skill.", "",
+        f"**AnomalyGen**: {route['anomalygen']['rows']} rows, {n(route['anomalygen'])} samples, "
+        f"labels {', '.join(x['label'] for x in labels if x['anomalygen']) or 'none'}; file "
+        "`anomalygen_gaps.parquet`.", "",
+        "## 5. Dropped Labels", dropped_text, "",
+        "## 6. Recommended Actions",
+        "\n".join(f"{i}. {a}" for i, a in enumerate(actions, 1)), ""])
+
+
+def run_routing(ctx, pool_csv: Path, pool_counts: dict[str, int]) -> tuple[Path, dict]:
+    gaps = ctx.rca_dir / "kpi_gaps.parquet"
+    if not gaps.is_file():
+        raise RunFailed(f"routing needs {gaps}; the RCA stage did not produce it")
+    route_dir = _timestamp_dir(ctx.rca_dir / "routing_results")
+    cmd = [ctx.python, str(ctx.bank_root / "scripts" / "route_samples.py"),
+           "--gaps", str(gaps), "--pool", str(pool_csv), "--out", str(route_dir), "--json"]
+    print(f"== routing: {route_dir}")
+    proc = _run(cmd, ctx, ctx.workspace, "route_samples.py")
+    command = shlex.join(cmd)
+    _check_bash(ctx, 1, command, proc, expected=(rr.MARK_DROPPED_LABELS,))
+    route = json.loads(proc.stdout)
+    sys.stdout.write((route_dir / rr.ROUTING_ARTIFACTS[2]).read_text(encoding="utf-8"))
+    report = route_dir / "Routing_Report.md"
+    _write_report(ctx, 1, report, routing_report(route, route_dir, pool_counts), command,
+                  proc.stdout + proc.stderr)
+    return route_dir, route
+
+
+# ------------------------------------------------------------------ mining
+def recipe_block(bank_root: Path) -> str:
+    text = (bank_root / RECIPE).read_text(encoding="utf-8")
+    m = re.search(r"^```bash\n(.*?)^```", text, re.S | re.M)
+    if not m:
+        raise RunFailed(f"{RECIPE} has no bash block")
+    return m.group(1)
+
+
+def _encoder(path: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    raw = (pq.read_schema(path).metadata or {}).get(rr.ENCODER_METADATA_KEY.encode())
+    return json.loads(raw) if raw else {}
+
+
+def _label_counts(path: Path, unique_samples: bool = False) -> dict[str, int] | None:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    if "label" not in names:
+        return None
+    cols = ["label"] + ([c for c in ("input_path", "object_name") if c in names]
+                        if unique_samples else [])
+    df = pd.read_parquet(path, columns=cols)
+    df["label"] = df["label"].astype(str).str.strip().str.upper()
+    if unique_samples and len(cols) == 3:
+        df = df.drop_duplicates()
+    return {str(k): int(v) for k, v in sorted(df["label"].value_counts().items())}
+
+
+def mining_report(run: Path, route: dict, pool_counts: dict[str, int], stdout: str,
+                  workspace: Path) -> str:
+    import pandas as pd
+
+    enc_t, enc_s = _encoder(run / "target_embeddings.parquet"), _encoder(run / "source_embeddings.parquet")
+    same = all(enc_t.get(k) == enc_s.get(k) for k in ("model", "model_path", "dim"))
+    targets = _label_counts(run / "target_embeddings.parquet") or {}
+    target_samples = _label_counts(run / "target_embeddings.parquet", unique_samples=True) or {}
+    mined_df = pd.read_parquet(run / "mined.parquet")
+    mined = _label_counts(run / "mined.parquet") or {}
+    n_targets = sum(targets.values())
+    n_mined = len(mined_df)
+    n_pool = sum(pool_counts.values())
+    requested = TOPN * n_targets
+    summary = (run / "mining_summary.txt").read_text(encoding="utf-8").strip()
+    missing_files = [fp for fp in mined_df["filepath"]
+                     if not (Path(fp) if Path(fp).is_absolute() else workspace / fp).is_file()]
+    unique = bool(mined_df["filepath"].is_unique)
+    backend_line = next((ln.strip() for ln in stdout.splitlines()
+                         if ln.strip().startswith(rr.MARK_BACKEND)), "backend: local")
+    rows = []
+    for label in sorted(set(targets) | set(mined)):
+        t, m = targets.get(label, 0), mined.get(label, 0)
+        rows.append([label, t, target_samples.get(label, "n/a"), pool_counts.get(label, 0), m,
+                     f"{m / t:.2f}" if t else "n/a"])
+    starved = [r[0] for r in rows if r[1] and not r[4]]
+    thin = min(rows, key=lambda r: (r[4] / r[1]) if r[1] else 1e9)[0] if rows else "n/a"
+
+    verdict = (
+        f"This offline demo run mined {n_mined} unique pool images for {n_targets} target rows "
+        f"(topn {TOPN}, cosine distance) from a pool of {n_pool} synthetic images. The plumbing "
+        "works end to end: both embedding parquets exist, carry the same encoder identity, the "
+        "k-NN step wrote mined.parquet and mining_summary.txt, and every mined path exists. The "
+        "result is NOT ready for training, because the run used the weight-free `baseline` "
+        "encoder, which compares thumbnails and colour histograms rather than defects. Rerun "
+        "the same recipe with SigLIP before feeding anything to a training round.")
+    inputs = _table(["input", "value"], [
+        ["target parquet", f"`{route['mining']['path']}` ({n_targets} rows, labels "
+                           f"{', '.join(targets) or 'none'})"],
+        ["source pool", f"`{POOL_DIRNAME}/pool.csv` converted to `source_pool.parquet` "
+                        f"({n_pool} images, labels {', '.join(pool_counts)})"],
+        ["backend", backend_line.replace("|", "/")],
+        ["run folder", f"`{run}`"]])
+    encoder = (
+        f"Both embedding steps read the same `embedding_spec.yaml`. The target parquet records "
+        f"model `{enc_t.get('model')}`, model_path `{enc_t.get('model_path')}` and dimension "
+        f"{enc_t.get('dim')}; the source parquet records model `{enc_s.get('model')}`, "
+        f"model_path `{enc_s.get('model_path')}` and dimension {enc_s.get('dim')}. "
+        + ("The identities match, so the distances between targets and pool images are "
+           "comparable and the k-NN step accepted the pair without an override."
+           if same else "The identities DIFFER: the mining output is void and must be redone.")
+        + " The encoder itself is the baseline one, so consistency here proves only that the "
+          "recipe shares one spec across both steps, which is the most common failure in real runs.")
+    mining = (
+        f"The mining spec used topn {TOPN}, knn_metric cosine and filter_by_label \"false\" "
+        "(the quoted string the schema expects), with no distance threshold. The k-NN step "
+        "searched every target against every pool image exactly, removed neighbours shared "
+        "by several targets, and wrote its own summary, quoted here unchanged:")
+    per_label_note = (
+        "Targets count rows of the target parquet (one per sample and lighting); samples are "
+        "unique components; mined counts unique pool images by their pool label. Label "
+        "filtering was off, so a target's neighbours may carry another label; in this demo "
+        "the pool images are drawn with the same renderer as the weak samples, so most "
+        "neighbours share the target's label anyway. "
+        + (f"No image was mined for {', '.join(starved)}. " if starved else "")
+        + f"The thinnest label relative to its targets is {thin}.")
+    sanity = (
+        f"mined.parquet holds {n_mined} rows; topn x targets is {requested}, far more than the "
+        f"{n_pool}-image pool can supply, so a smaller mined count is expected and not a defect: "
+        "many targets share neighbours, and each shared image is kept once. "
+        f"Filepaths are {'unique' if unique else 'NOT unique'}; "
+        f"{len(missing_files)} mined path(s) are missing on disk. "
+        f"Columns written: {', '.join(mined_df.columns)}. The mined images all come from the "
+        "synthetic pool under `source_pool/`, and nothing outside the workspace was read.")
+    actions = [
+        "Do not train on this output: rerun the recipe with `MODEL=SigLIP` (the default) on a "
+        "machine with the model cached or a GPU container, keeping every other setting.",
+        "Once real embeddings exist, sweep `topn` (for example 3, 5, 10) by rerunning only the "
+        "k-NN step against the saved embedding parquets, and compare mined counts per label.",
+        "Turn on `filter_by_label=true` when cross-label neighbours appear in a visual check; "
+        "both parquets carry a label column, so the filter will be applied, not skipped.",
+        f"Grow the pool for {thin}, which received the fewest images per target, and add "
+        "TOMBSTONE images so that label can be routed to mining at all.",
+        "Record accepted runs with `scripts/mining_ledger.py record` so the next iteration "
+        "mines only images that were never mined before.",
+    ]
+    text = "\n".join([
+        f"# Mining Report: demo experiment {run.name}", "",
+        "## 1. Verdict", verdict, "",
+        "## 2. Inputs", inputs, "",
+        "The targets are the mining subset of the routing step, so only labels that the pool "
+        "actually holds were embedded as targets.", "",
+        "## 3. Encoder Consistency", encoder, "",
+        "## 4. Mining Run", mining, "", "```text", summary, "```", "",
+        "## 5. Per-Label Breakdown",
+        _table(["label", "target rows", "target samples", "pool images", "mined", "mined per target row"],
+               rows), "", per_label_note, "",
+        "## 6. Output Sanity", sanity, "",
+        "## 7. Recommended Actions", "\n".join(f"{i}. {a}" for i, a in enumerate(actions, 1)), ""])
+    words = rr.count_words(text)
+    low, high = rr.MINING_WORDS
+    if not low <= words <= high:
+        raise RunFailed(f"demo Mining_Report.md has {words} words, outside {low}-{high}")
+    return text
+
+
+def run_mining(ctx, route: dict, pool_csv: Path, pool_counts: dict[str, int]) -> Path:
+    out_root = ctx.experiment_dir
+    block = recipe_block(ctx.bank_root)
+    print("== mining: running the skill's recipe (references/reference-invocation.md, "
+          "local backend, MODEL=baseline)")
+    proc = _run(["bash", "-c", block], ctx, ctx.workspace,
+                "mining recipe", TARGET_PARQUET=route["mining"]["path"], POOL=str(pool_csv),
+                OUT=str(out_root), MODEL="baseline", TOPN=str(TOPN), FILTER_BY_LABEL="false",
+                WORKSPACE=str(ctx.workspace))
+    m = re.search(r"^MINING_RUN=(.+)$", proc.stdout, re.M)
+    if not m:
+        raise RunFailed("the mining recipe did not print MINING_RUN=<folder>")
+    run = Path(m.group(1).strip())
+    missing = [a for a in rr.MINING_ARTIFACTS if not (run / a).is_file()]
+    if missing:
+        raise RunFailed(f"mining run {run} lacks {', '.join(missing)}")
+    sys.stdout.write(proc.stdout)
+    _check_bash(ctx, 2, block, proc)
+    report = run / "Mining_Report.md"
+    _write_report(ctx, 2, report, mining_report(run, route, pool_counts, proc.stdout + proc.stderr,
+                                                 ctx.workspace), block, proc.stdout)
+    return run
+
+
+def run_stage(ctx) -> None:
+    if ctx.rca_dir is None:
+        raise RunFailed("routing and mining need the RCA stage's results (ctx.rca_dir is unset)")
+    pool_csv, pool_counts = make_pool(ctx.workspace, ctx.seed)
+    ctx.summary.append(f"source pool:      {pool_csv} ({sum(pool_counts.values())} images)")
+    route_dir, route = run_routing(ctx, pool_csv, pool_counts)
+    ctx.summary.append(f"routing results:  {route_dir}  (Routing_Report.md, routing_summary.txt)")
+    if route["dropped_labels"]:
+        ctx.summary.append(f"  {rr.MARK_DROPPED_LABELS} {', '.join(route['dropped_labels'])} "
+                           "(see Routing_Report.md, section 5)")
+    if not route["mining"]["rows"]:
+        raise RunFailed("routing sent no rows to mining; nothing to mine")
+    run = run_mining(ctx, route, pool_csv, pool_counts)
+    ctx.summary.append(f"mining results:   {run}  (Mining_Report.md, mined.parquet, "
+                       "mining_summary.txt; baseline encoder, demo only)")

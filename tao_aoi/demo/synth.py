@@ -1,0 +1,161 @@
+"""A small, deterministic, synthetic VCN Classify experiment for the demo and the tests.
+
+Layout written under ``workspace``::
+
+    experiment/inference/inference.csv   input_path, object_name, label, siamese_score, + extras
+    experiment/train.yaml                dataset.classify.input_map (3 lightings) + image_ext
+    dataset/<input_path>/<object>_<light>.jpg   96x96 renders, one per lighting
+
+Scores are drawn so that PASS and NO_PASS overlap (a realistic, imperfect model), a few
+rows are deliberately mislabeled (the picture disagrees with the label), and one
+component is photographed badly (dark frame). Everything comes from ``numpy``'s seeded
+generator and Pillow drawing calls, so the same seed gives byte-identical files.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Written in this order on purpose: the first lighting is the one with the smallest index
+# (Top, index 0), not the first key in the file.
+INPUT_MAP = {"Angle": 1, "UV": 2, "Top": 0}
+IMAGE_EXT = ".jpg"
+DEFECTS = ("MISSING", "BRIDGE", "EXCESS_SOLDER", "SHIFT", "TOMBSTONE")
+# label -> (count, score mean, score sd): SHIFT and TOMBSTONE sit close to the PASS cloud.
+POPULATION = {"PASS": (260, 0.22, 0.10), "MISSING": (45, 0.80, 0.08),
+              "BRIDGE": (40, 0.70, 0.10), "EXCESS_SOLDER": (35, 0.62, 0.11),
+              "SHIFT": (35, 0.50, 0.12), "TOMBSTONE": (30, 0.58, 0.12)}
+SIZE = 96
+# (tint multiplier, brightness offset) per lighting
+LIGHT_LOOK = {"Top": ((1.0, 1.0, 1.0), 0), "Angle": ((0.85, 0.95, 1.1), -25),
+              "UV": ((0.7, 0.6, 1.25), -10)}
+
+
+@dataclass
+class SynthInfo:
+    csv_path: Path
+    train_yaml: Path
+    dataset_dir: Path
+    rows: int
+    images: int
+    mislabeled: list  # (input_path, object_name, written label, what the image shows)
+
+
+def _draw(kind: str, light: str, rng: np.random.Generator, dark: bool = False) -> bytes:
+    from PIL import Image, ImageDraw, ImageFilter
+
+    board = (28, 96, 52)
+    im = Image.new("RGB", (SIZE, SIZE), board)
+    d = ImageDraw.Draw(im)
+    # silkscreen outline and the two copper pads
+    d.rectangle([20, 30, 76, 66], outline=(220, 220, 210), width=1)
+    pad = (196, 160, 92)
+    d.rectangle([14, 38, 30, 58], fill=pad)
+    d.rectangle([66, 38, 82, 58], fill=pad)
+    body = (45, 40, 38)
+    cap = (205, 205, 200)
+    jitter = int(rng.integers(-2, 3))
+    if kind == "MISSING":
+        pass  # bare pads, nothing mounted
+    elif kind == "SHIFT":
+        dx, dy = 11 + jitter, 9
+        d.rectangle([28 + dx, 40 + dy, 68 + dx, 56 + dy], fill=body)
+    elif kind == "TOMBSTONE":
+        # part standing up on one pad: short tall body, the other pad bare
+        d.rectangle([22, 18, 34, 58], fill=body)
+        d.rectangle([22, 18, 34, 24], fill=cap)
+    else:
+        d.rectangle([28, 40 + jitter, 68, 56 + jitter], fill=body)
+        d.rectangle([28, 40 + jitter, 34, 56 + jitter], fill=cap)
+        d.rectangle([62, 40 + jitter, 68, 56 + jitter], fill=cap)
+    solder = (232, 232, 236)
+    if kind == "BRIDGE":
+        d.rectangle([24, 60, 72, 66], fill=solder)  # solder joining both pads
+    elif kind == "EXCESS_SOLDER":
+        for cx in (18, 78):
+            r = 9 + int(rng.integers(0, 3))
+            d.ellipse([cx - r, 48 - r, cx + r, 48 + r], fill=solder)
+    else:
+        d.ellipse([15, 54, 29, 60], fill=(210, 210, 215))
+        d.ellipse([67, 54, 81, 60], fill=(210, 210, 215))
+    arr = np.asarray(im, dtype=np.float32)
+    mult, offset = LIGHT_LOOK[light]
+    arr = arr * np.array(mult, dtype=np.float32) + offset
+    # horizontal shading gradient so lightings differ in more than hue
+    arr += np.linspace(-18, 18, SIZE, dtype=np.float32)[None, :, None] * (1 if light != "Top" else 0.3)
+    arr += rng.normal(0, 4.0, arr.shape).astype(np.float32)
+    if dark:
+        arr = arr * 0.22
+    out = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8)).filter(ImageFilter.SMOOTH)
+    buf = io.BytesIO()
+    out.save(buf, format="JPEG", quality=88)
+    return buf.getvalue()
+
+
+def generate(workspace: str | Path, seed: int = 7) -> SynthInfo:
+    """Write the synthetic experiment under ``workspace`` and return where things are."""
+    ws = Path(workspace)
+    rng = np.random.default_rng(seed)
+    exp = ws / "experiment"
+    data = ws / "dataset"
+    (exp / "inference").mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
+
+    rows = []
+    counter = 0
+    for label, (count, mean, sd) in POPULATION.items():
+        for _ in range(count):
+            counter += 1
+            board = f"board_{(counter * 7) % 12 + 1:02d}"
+            prefix = {"PASS": "C", "MISSING": "R", "BRIDGE": "U", "EXCESS_SOLDER": "C",
+                      "SHIFT": "R", "TOMBSTONE": "C"}[label]
+            obj = f"{prefix}{counter}"
+            score = float(np.clip(rng.normal(mean, sd), 0.001, 0.999))
+            rows.append({"input_path": f"{board}/panel_{counter % 3 + 1}", "object_name": obj,
+                         "label": label, "siamese_score": round(score, 6), "shows": label,
+                         "dark": False})
+    # Deliberate mistakes: images that show a defect but are labelled PASS (high score),
+    # and one MISSING label on a perfectly good part (lowish score). One dark frame.
+    idx_pass = [i for i, r in enumerate(rows) if r["label"] == "PASS"]
+    for i, shows, score in ((idx_pass[3], "BRIDGE", 0.83), (idx_pass[11], "MISSING", 0.91),
+                            (idx_pass[29], "EXCESS_SOLDER", 0.77)):
+        rows[i].update(shows=shows, siamese_score=score)
+    idx_missing = [i for i, r in enumerate(rows) if r["label"] == "MISSING"]
+    rows[idx_missing[5]].update(shows="PASS", siamese_score=0.31)
+    rows[idx_pass[17]].update(dark=True, siamese_score=0.69)
+    # Realistic CSV: lower-case/space variants of PASS occur in hand-edited files.
+    rows[idx_pass[40]]["label"] = "pass"
+    order = rng.permutation(len(rows))
+    rows = [rows[i] for i in order]
+
+    lights = list(INPUT_MAP)
+    n_images = 0
+    for r in rows:
+        folder = data / r["input_path"]
+        folder.mkdir(parents=True, exist_ok=True)
+        for light in lights:
+            (folder / f"{r['object_name']}_{light}{IMAGE_EXT}").write_bytes(
+                _draw(r["shows"], light, rng, r["dark"]))
+            n_images += 1
+
+    csv_path = exp / "inference" / "inference.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["input_path", "object_name", "label", "siamese_score", "board_side"])
+        for r in rows:
+            w.writerow([r["input_path"], r["object_name"], r["label"], r["siamese_score"],
+                         "top" if int(r["object_name"][1:]) % 2 else "bottom"])
+    train_yaml = exp / "train.yaml"
+    map_lines = "".join(f"      {k}: {v}\n" for k, v in INPUT_MAP.items())
+    train_yaml.write_text(
+        "# Synthetic VCN Classify train config (demo). Only dataset.classify is read.\n"
+        "model:\n  backbone: synthetic\n"
+        "dataset:\n  classify:\n    image_ext: " + IMAGE_EXT + "\n    input_map:\n" + map_lines +
+        "train:\n  num_epochs: 1\n", encoding="utf-8")
+    mislabeled = [(r["input_path"], r["object_name"], r["label"], r["shows"])
+                  for r in rows if r["shows"] != r["label"].strip().upper()]
+    return SynthInfo(csv_path, train_yaml, data, len(rows), n_images, mislabeled)

@@ -1,0 +1,410 @@
+"""Image encoders for ``embedding image_embeddings`` (local runner).
+
+``load_encoder(model, model_path, model_config_path=None, device="auto")`` returns an
+:class:`Encoder`: ``identity`` (JSON-able dict: model, model_path, dim, and revision /
+config hash when known) and ``encode(list[PIL.Image]) -> float32 (n, dim)`` with
+L2-normalised rows. For pipelining, ``preprocess(image)`` (thread-safe, runs in the
+decoding workers) and ``encode_arrays(stacked)`` split the same work in two.
+
+Encoders:
+
+* ``SigLIP`` / ``CLIP``: Hugging Face transformers models (``get_image_features``).
+  ``model_path`` is a Hub id, resolved from the local Hugging Face cache first (no
+  network needed; ``HF_HUB_OFFLINE=1`` forbids downloads), or a local snapshot folder
+  (``save_pretrained`` output: config.json, weights, preprocessor_config.json).
+  A TAO ``.pth``/``.ckpt`` checkpoint needs ``model_config_path``: a Hugging Face
+  ``config.json`` (or a folder holding one, optionally with preprocessor_config.json)
+  that describes the architecture; the checkpoint's state dict (optionally nested under
+  ``state_dict``/``model`` and prefixed ``model.``/``module.``) is loaded into it and every
+  image-tower weight must be present. A TAO experiment YAML is not understood here:
+  that checkpoint needs the container.
+  GPU (torch.cuda) when present, in fp16; CPU otherwise.
+* ``baseline``: weight-free and deterministic (16x16 grayscale thumbnail, standardised,
+  + 16-bin per-channel colour histograms), 304-d. For offline demos and CPU tests only:
+  it is never used in place of a requested SigLIP/CLIP model.
+
+torch / transformers are imported only when a SigLIP/CLIP encoder is loaded.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from tao_aoi.cli import UsageError
+
+MODELS = ("SigLIP", "CLIP", "baseline")
+TAO_CHECKPOINT_SUFFIXES = (".pth", ".ckpt", ".pt")
+BASELINE_THUMB = 16
+BASELINE_BINS = 16
+BASELINE_DIM = BASELINE_THUMB * BASELINE_THUMB + 3 * BASELINE_BINS
+BASELINE_PATH = "tao_aoi.encoders.baseline/v1"
+# model_type values in config.json each family accepts.
+_FAMILY_TYPES = {"SigLIP": ("siglip",), "CLIP": ("clip",)}
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+NOT_CACHED_HINT = ("not in the local Hugging Face cache; download it on a networked machine "
+                   "(huggingface-cli download <id>) or pass a local snapshot dir as model_path")
+
+
+def canonical_model(name: str) -> str:
+    for m in MODELS:
+        if str(name).strip().lower() == m.lower():
+            return m
+    raise UsageError(f"model={name!r} is not one of {', '.join(MODELS)}")
+
+
+def _short_sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+class Encoder:
+    """Common interface; subclasses implement ``preprocess`` and ``encode_arrays``."""
+
+    identity: dict[str, Any]
+    device: str = "cpu"
+
+    @property
+    def dim(self) -> int:
+        return int(self.identity["dim"])
+
+    def preprocess(self, image) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encode_arrays(self, batch: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def encode(self, images: Sequence) -> np.ndarray:
+        if len(images) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        return self.encode_arrays(np.stack([self.preprocess(im) for im in images]))
+
+
+def _normalize_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (x / norms).astype(np.float32)
+
+
+class BaselineEncoder(Encoder):
+    """Weight-free deterministic encoder: layout + colour, nothing semantic."""
+
+    def __init__(self) -> None:
+        self.identity = {"model": "baseline", "model_path": BASELINE_PATH, "dim": BASELINE_DIM,
+                         "note": "weight-free thumbnail+histogram encoder for demos/tests"}
+
+    def preprocess(self, image) -> np.ndarray:
+        from PIL import Image
+
+        rgb = image.convert("RGB")
+        thumb = np.asarray(rgb.convert("L").resize((BASELINE_THUMB, BASELINE_THUMB), Image.BOX),
+                           dtype=np.float64).ravel()
+        std = thumb.std()
+        thumb = (thumb - thumb.mean()) / std if std > 1e-9 else np.zeros_like(thumb)
+        thumb /= np.sqrt(thumb.size)  # unit-norm block (when not constant)
+        hist = np.asarray(rgb.histogram(), dtype=np.float64).reshape(3, BASELINE_BINS, -1).sum(axis=2)
+        hist /= np.maximum(hist.sum(axis=1, keepdims=True), 1.0)
+        hist = np.sqrt(hist) / np.sqrt(3.0)  # Hellinger; unit-norm block
+        return np.concatenate([thumb, hist.ravel()]).astype(np.float32)
+
+    def encode_arrays(self, batch: np.ndarray) -> np.ndarray:
+        return _normalize_rows(batch)
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    device = (device or "auto").lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("device=cuda but torch sees no CUDA GPU; use device=auto or device=cpu")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise UsageError(f"device={device!r}: use auto, cuda or cpu")
+    return device
+
+
+class HFEncoder(Encoder):
+    """A transformers SigLIP/CLIP model; image features from ``get_image_features``."""
+
+    def __init__(self, model, processor, identity: dict, device: str) -> None:
+        import torch
+
+        self.device = device
+        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        self.model = model.to(device=device, dtype=self.dtype).eval()
+        self.processor = processor
+        self.identity = identity
+
+    def preprocess(self, image) -> np.ndarray:
+        rgb = image.convert("RGB")
+        return np.asarray(self.processor(images=[rgb], return_tensors="np")["pixel_values"][0],
+                          dtype=np.float32)
+
+    def encode_arrays(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        pixels = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        pixels = pixels.to(device=self.device, dtype=self.dtype, non_blocking=True)
+        with torch.inference_mode():
+            out = self.model.get_image_features(pixel_values=pixels)
+        feats = out if isinstance(out, torch.Tensor) else out.pooler_output
+        feats = feats.float()
+        feats = torch.nn.functional.normalize(feats, dim=-1)
+        return feats.cpu().numpy().astype(np.float32, copy=False)
+
+
+def _hf_offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def resolve_hub_id(model_id: str) -> tuple[Path, str | None]:
+    """A Hub id -> (local snapshot folder, revision). Cache first; download only when allowed."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:  # pragma: no cover - comes with transformers
+        raise UsageError("huggingface_hub is not installed; pass a local snapshot dir as model_path") from None
+    try:
+        folder = Path(snapshot_download(model_id, local_files_only=True))
+    except Exception:
+        if _hf_offline():
+            raise UsageError(f"model_path {model_id!r} is {NOT_CACHED_HINT} (HF_HUB_OFFLINE is set)") from None
+        try:
+            folder = Path(snapshot_download(
+                model_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+        except Exception as exc:
+            raise UsageError(f"model_path {model_id!r} is {NOT_CACHED_HINT} (download failed: "
+                             f"{type(exc).__name__})") from None
+    return folder, folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else None
+
+
+def _read_config(folder: Path) -> tuple[dict, bytes]:
+    cfg_file = folder / "config.json"
+    if not cfg_file.is_file():
+        raise UsageError(f"{folder} has no config.json; model_path must be a Hugging Face "
+                         f"snapshot folder (save_pretrained output)")
+    raw = cfg_file.read_bytes()
+    try:
+        return json.loads(raw), raw
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{cfg_file} is not valid JSON: {exc}") from None
+
+
+def _check_family(model: str, config: dict, where: str) -> None:
+    mtype = str(config.get("model_type", "")).lower()
+    if mtype not in _FAMILY_TYPES[model]:
+        raise UsageError(f"model={model} but {where} describes model_type={mtype or '?'!r}; "
+                         f"set model to match the weights (expected one of "
+                         f"{', '.join(_FAMILY_TYPES[model])})")
+
+
+def _model_class(model: str, config: dict):
+    import transformers
+
+    return transformers.CLIPModel if model == "CLIP" else transformers.SiglipModel
+
+
+def _image_processor(folder: Path | None, model: str, config: dict):
+    import transformers
+
+    kwargs: dict[str, Any] = {}
+    major = int(transformers.__version__.split(".")[0])
+    if major >= 5:
+        kwargs["backend"] = "pil"  # same numbers with or without torchvision
+    else:
+        kwargs["use_fast"] = False
+    if folder is not None and (folder / "preprocessor_config.json").is_file():
+        return transformers.AutoImageProcessor.from_pretrained(str(folder), **kwargs)
+    vision = config.get("vision_config", config)
+    size = int(vision.get("image_size", 224))
+    if model == "CLIP":
+        return transformers.CLIPImageProcessor(size={"shortest_edge": size},
+                                               crop_size={"height": size, "width": size})
+    return transformers.SiglipImageProcessor(size={"height": size, "width": size})
+
+
+def _load_hf(model: str, model_path: str, device: str) -> HFEncoder:
+    import transformers
+
+    given = Path(model_path).expanduser()
+    if given.is_dir():
+        folder, revision, shown_path = given.resolve(), None, str(given.resolve())
+    else:
+        if given.exists():
+            raise UsageError(f"model_path {model_path} is a file; expected a Hugging Face id, a "
+                             f"snapshot folder, or a TAO .pth/.ckpt (with model_config_path)")
+        if not _HUB_ID.match(model_path) or model_path.startswith((".", "/", "~")):
+            raise UsageError(f"model_path {model_path} does not exist")
+        folder, revision = resolve_hub_id(model_path)
+        shown_path = model_path
+    config, raw = _read_config(folder)
+    _check_family(model, config, f"{folder}/config.json")
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        net = _model_class(model, config).from_pretrained(str(folder))
+        processor = _image_processor(folder, model, config)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot load {model} from {model_path}: {' '.join(str(exc).split())[:300]}") from None
+    identity = {"model": model, "model_path": shown_path, "dim": _feature_dim(model, config),
+                "config_sha256": _short_sha(raw)}
+    if revision:
+        identity["revision"] = revision
+    return HFEncoder(net, processor, identity, device)
+
+
+def _feature_dim(model: str, config: dict) -> int:
+    if model == "CLIP":
+        return int(config.get("projection_dim", 512))
+    vision = config.get("vision_config", config)
+    return int(vision.get("hidden_size", 768))
+
+
+def _strip_prefix(state: dict, wanted: set[str]) -> dict:
+    """Strip the key prefix ('model.', 'module.', ...) that best matches the model's keys."""
+    best, best_hits = state, len(wanted.intersection(state))
+    prefixes = {k.split(".", 1)[0] + "." for k in state if "." in k}
+    for p in prefixes:
+        stripped = {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
+        hits = len(wanted.intersection(stripped))
+        if hits > best_hits:
+            best, best_hits = stripped, hits
+    return best
+
+
+def _load_tao_checkpoint(model: str, model_path: str, model_config_path: str | None,
+                         device: str) -> HFEncoder:
+    ckpt = Path(model_path).expanduser()
+    if not model_config_path:
+        raise UsageError(f"model_path {model_path} is a TAO checkpoint: set model_config_path "
+                         f"to the model configuration it was trained with")
+    if not ckpt.is_file():
+        raise UsageError(f"TAO checkpoint {model_path} does not exist")
+    cfg_path = Path(model_config_path).expanduser()
+    folder = cfg_path if cfg_path.is_dir() else cfg_path.parent
+    cfg_file = cfg_path / "config.json" if cfg_path.is_dir() else cfg_path
+    if not cfg_file.is_file():
+        raise UsageError(f"model_config_path {model_config_path} does not exist")
+    raw = cfg_file.read_bytes()
+    try:
+        config = json.loads(raw)
+    except json.JSONDecodeError:
+        config = None
+    if not isinstance(config, dict) or "model_type" not in config:
+        raise UsageError(f"model_config_path {model_config_path} is not a Hugging Face config.json "
+                         f"(no model_type); the local runner loads TAO checkpoints only with an HF "
+                         f"architecture config -- run this checkpoint with the data-services container")
+    _check_family(model, config, str(cfg_file))
+    import torch
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    cls = _model_class(model, config)
+    hf_config = transformers.AutoConfig.for_model(**config)
+    net = cls._from_config(hf_config) if hasattr(cls, "_from_config") else cls(hf_config)
+    try:
+        state = torch.load(str(ckpt), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UsageError(f"cannot read TAO checkpoint {model_path} as a plain state dict "
+                         f"({type(exc).__name__}); run it with the data-services container") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not state:
+        raise UsageError(f"TAO checkpoint {model_path} holds no state dict")
+    wanted = set(net.state_dict())
+    state = _strip_prefix(state, wanted)
+    image_keys = {k for k in wanted if k.startswith(("vision_model.", "visual_projection."))}
+    missing = sorted(k for k in image_keys if k not in state and not k.endswith("position_ids"))
+    if missing:
+        raise UsageError(f"TAO checkpoint {model_path} does not fit the {model} architecture of "
+                         f"{model_config_path}: {len(missing)} image-tower weights missing "
+                         f"(e.g. {missing[0]})")
+    try:
+        net.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=False)
+    except RuntimeError as exc:
+        raise UsageError(f"TAO checkpoint {model_path} does not fit {model_config_path}: "
+                         f"{' '.join(str(exc).split())[:300]}") from None
+    processor = _image_processor(folder, model, config)
+    identity = {"model": model, "model_path": str(ckpt.resolve()),
+                "dim": _feature_dim(model, config), "config_sha256": _short_sha(raw),
+                "model_config_path": str(cfg_file.resolve()), "format": "tao-checkpoint"}
+    return HFEncoder(net, processor, identity, device)
+
+
+def load_encoder(model: str, model_path: str | None = None, model_config_path: str | None = None,
+                 device: str = "auto") -> Encoder:
+    """Build the requested encoder or raise UsageError; never falls back to another one."""
+    model = canonical_model(model)
+    if model == "baseline":
+        return BaselineEncoder()
+    if not model_path:
+        raise UsageError(f"model={model} needs model_path (a Hugging Face id or snapshot folder)")
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        raise UsageError(f"model={model} needs torch and transformers (pip install "
+                         f"'tao-aoi[embeddings]'); model=baseline needs neither") from None
+    dev = pick_device(device)
+    if str(model_path).lower().endswith(TAO_CHECKPOINT_SUFFIXES):
+        enc: Encoder = _load_tao_checkpoint(model, str(model_path), model_config_path, dev)
+    else:
+        enc = _load_hf(model, str(model_path), dev)
+    enc.identity["device"] = dev
+    return enc
+
+
+def same_encoder(a: dict | None, b: dict | None) -> bool:
+    """Two identities describe the same encoder (model, model_path and dim all equal)."""
+    if not a or not b:
+        return False
+    return all(str(a.get(k)) == str(b.get(k)) for k in ("model", "model_path", "dim"))
+
+
+def describe(identity: dict | None) -> str:
+    if not identity:
+        return "unknown encoder (no tao_aoi.encoder metadata)"
+    return f"{identity.get('model')} {identity.get('model_path')} (dim {identity.get('dim')})"
+
+
+def save_random_model(model: str, folder: str | Path, *, hidden: int = 32, layers: int = 2,
+                      heads: int = 2, image_size: int = 32, patch: int = 8,
+                      projection_dim: int = 24, seed: int = 0) -> Path:
+    """Write a randomly initialised SigLIP/CLIP of the real architecture (config, weights,
+    image-processor config) to ``folder``: for tests and benchmarks, where no weights can
+    be downloaded. ``hidden=768, layers=12, heads=12, image_size=224, patch=16`` gives
+    the shape of siglip-base-patch16-224."""
+    import torch
+    import transformers
+
+    model = canonical_model(model)
+    if model == "baseline":
+        raise ValueError("baseline has no weights")
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(seed)
+    text = dict(hidden_size=hidden, intermediate_size=hidden * 4, num_hidden_layers=1,
+                num_attention_heads=heads, vocab_size=64, max_position_embeddings=16)
+    vision = dict(hidden_size=hidden, intermediate_size=hidden * 4, num_hidden_layers=layers,
+                  num_attention_heads=heads, image_size=image_size, patch_size=patch)
+    folder = Path(folder)
+    if model == "CLIP":
+        cfg = transformers.CLIPConfig(text_config=text, vision_config=vision,
+                                      projection_dim=projection_dim)
+        net = transformers.CLIPModel(cfg)
+        proc = transformers.CLIPImageProcessor(size={"shortest_edge": image_size},
+                                               crop_size={"height": image_size, "width": image_size})
+    else:
+        cfg = transformers.SiglipConfig(text_config=text, vision_config=vision)
+        net = transformers.SiglipModel(cfg)
+        proc = transformers.SiglipImageProcessor(size={"height": image_size, "width": image_size})
+    net.save_pretrained(str(folder))
+    proc.save_pretrained(str(folder))
+    return folder

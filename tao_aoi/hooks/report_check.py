@@ -1,0 +1,544 @@
+"""PostToolUse(Write|Edit|MultiEdit) on a report: package the run, then check the report.
+
+Triggered only when the written file's name is one of ``report_rules.REPORT_FILES``. The report
+is read from disk (the tool already wrote it), so Write, Edit and MultiEdit look the same.
+Packaging (``packaging.package``) runs first and whatever the check finds, so a problem in the
+report -- or a crash in the check -- never leaves a run without its provenance bundle.
+
+The check compares the report with the artifacts in its folder and lists every problem, each
+with what to fix. Rules (sections, words, artifact names, verdicts) come from ``report_rules``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+from . import report_rules as rr
+
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![\w])")
+_LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+[\"'][^\"']*[\"'])?\s*\)")
+_IMG_TAG = re.compile(r"<img\b[^>]*\bsrc\s*=\s*[\"']([^\"']+)[\"']", re.I)
+_IMAGE_EXT = (".png", ".jpg", ".jpeg")
+_ROUTING_LINE = re.compile(r"^\s*(?P<label>[^:\n]+?)\s*:\s*(?P<count>\d+)\s*\(\s*mining\s*=\s*"
+                           r"(?P<mining>yes|no)\s*,\s*anomalygen\s*=\s*(?P<ag>yes|no)\s*\)", re.I | re.M)
+
+
+# ---------------------------------------------------------------- markdown helpers
+
+def _norm(name: str) -> str:
+    name = name.strip().strip("#").strip()
+    name = re.sub(r"^(?:\d+(?:\.\d+)*[.):]?|[A-Za-z][.)])\s+", "", name)
+    name = re.sub(r"[*_`\-]+", " ", name.lower())
+    return " ".join(name.split())
+
+
+def split_sections(text: str) -> list[tuple[str, str, str]]:
+    """``(normalised name, heading line, body)`` for every ``## `` heading outside code fences."""
+    sections: list[tuple[str, str, list[str]]] = []
+    in_fence = False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        if not in_fence and re.match(r"^#{1,2}\s", line):
+            if line.startswith("## "):
+                sections.append((_norm(line[3:]), line.strip(), []))
+            else:
+                sections.append(("", line.strip(), []))  # a level-1 heading ends a section
+            continue
+        if sections:
+            sections[-1][2].append(line)
+    return [(n, h, "\n".join(body)) for n, h, body in sections]
+
+
+def _heading_matches(norm: str, name: str) -> bool:
+    want = _norm(name)
+    return norm == want or (norm.startswith(want) and not norm[len(want)].isalnum())
+
+
+def find_sections(text: str, names: tuple[str, ...]) -> tuple[dict[str, str], list[str]]:
+    """Bodies of the required sections by name, plus problems (missing, out of order)."""
+    sections = split_sections(text)
+    found: dict[str, str] = {}
+    positions: list[int] = []
+    problems: list[str] = []
+    for number, name in enumerate(names, 1):
+        for index, (norm, _, body) in enumerate(sections):
+            if norm and _heading_matches(norm, name):
+                found[name] = body
+                positions.append(index)
+                break
+        else:
+            problems.append(f"section `## {number}. {name}` is missing: add it as a level-2 heading.")
+    if positions != sorted(positions):
+        problems.append("sections are out of order: use " + ", ".join(
+            f"{n}. {name}" for n, name in enumerate(names, 1)) + ".")
+    return found, problems
+
+
+def tables(body: str) -> list[list[list[str]]]:
+    """Markdown pipe tables in ``body``: a list of rows (header first), separator row dropped."""
+    result: list[list[list[str]]] = []
+    block: list[str] = []
+    for line in body.splitlines() + [""]:
+        if line.strip().startswith("|"):
+            block.append(line.strip())
+            continue
+        if len(block) >= 2 and re.fullmatch(r"\|?[\s:|-]+\|?", block[1]) and "-" in block[1]:
+            rows = [block[0]] + block[2:]
+            result.append([_cells(row) for row in rows])
+        block = []
+    return result
+
+
+def _cells(row: str) -> list[str]:
+    row = row.strip()
+    if row.startswith("|"):
+        row = row[1:]
+    if row.endswith("|") and not row.endswith("\\|"):
+        row = row[:-1]
+    return [c.strip() for c in re.split(r"(?<!\\)\|", row)]
+
+
+def _mentions(text: str, label: str) -> bool:
+    pattern = r"(?<![A-Za-z0-9_])" + re.escape(label.strip()) + r"(?![A-Za-z0-9_])"
+    return re.search(pattern, text, re.I) is not None
+
+
+def _covered(body: str, label: str) -> bool:
+    """A label is covered when a table cell of the section names it (the prose when no table)."""
+    found = tables(body)
+    if not found:
+        return _mentions(body, label)
+    return any(_mentions(cell.replace("\\_", "_"), label)
+               for table in found for row in table for cell in row)
+
+
+# ---------------------------------------------------------------- artifact helpers
+
+def _parquet(folder: Path, name: str, problems: list[str], columns: tuple[str, ...] = (),
+             need_rows: bool = False, fix: str = ""):
+    from .parquet_meta import ParquetMetaError, read_meta
+
+    path = folder / name
+    if not path.is_file():
+        problems.append(f"`{name}` is missing from the results folder{fix}.")
+        return None
+    try:
+        meta = read_meta(path)
+    except (OSError, ParquetMetaError) as exc:
+        problems.append(f"`{name}` is not a readable parquet file ({exc}){fix}.")
+        return None
+    missing = [c for c in columns if c not in meta.columns]
+    if missing:
+        problems.append(f"`{name}` lacks column(s) {', '.join(missing)} (has: "
+                        f"{', '.join(meta.columns)}){fix}.")
+    if need_rows and meta.num_rows <= 0:
+        problems.append(f"`{name}` has no rows{fix}.")
+    return meta
+
+
+def _text_file(folder: Path, name: str, problems: list[str], fix: str) -> str | None:
+    path = folder / name
+    if not path.is_file():
+        problems.append(f"`{name}` is missing from the results folder{fix}.")
+        return None
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        problems.append(f"`{name}` is empty{fix}.")
+        return None
+    return text
+
+
+def _words(text: str, limits: tuple[int, int], report: str, problems: list[str]) -> None:
+    n = rr.count_words(text)
+    low, high = limits
+    if n < low:
+        problems.append(f"{report} has {n} words; write at least {low} (target {low}-{high}).")
+    elif n > high:
+        problems.append(f"{report} has {n} words; cut it to at most {high} (target {low}-{high}).")
+
+
+def _simple_yaml_value(text: str, keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        m = re.search(rf"^\s*{re.escape(key)}\s*:\s*(.+?)\s*$", text, re.M)
+        if m:
+            value = re.sub(r"\s+#.*$", "", m.group(1)).strip().strip("'\"")
+            if value and value not in ("???", "null", "~"):
+                return value
+    return None
+
+
+def ground_truth_labels(folder: Path, metrics: dict | None,
+                        cwd: str | None = None) -> tuple[list[str], str]:
+    """Labels of the run's inference.csv (as written) and where they came from."""
+    import csv
+
+    candidates: list[str] = []
+    for key in ("inference_results_dir", "inference_csv"):
+        value = (metrics or {}).get(key)
+        if isinstance(value, str) and value:
+            candidates.append(value)
+    spec = folder / "vcn_aoi_spec.yaml"
+    if spec.is_file():
+        value = _simple_yaml_value(spec.read_text(encoding="utf-8", errors="replace"),
+                                   ("inference_results_dir", "inference_csv"))
+        if value:
+            candidates.append(value)
+    for value in candidates:
+        base = Path(os.path.expandvars(os.path.expanduser(value)))
+        roots = [base] if base.is_absolute() else [folder / base, Path(cwd or os.getcwd()) / base]
+        for root in roots:
+            csv_path = root if root.suffix.lower() == ".csv" else root / "inference.csv"
+            if not csv_path.is_file():
+                continue
+            labels: dict[str, None] = {}
+            with open(csv_path, newline="", encoding="utf-8", errors="replace") as fh:
+                reader = csv.DictReader(fh)
+                if "label" not in (reader.fieldnames or []):
+                    continue
+                for row in reader:
+                    label = (row.get("label") or "").strip()
+                    if label:
+                        labels.setdefault(label)
+            return list(labels), str(csv_path)
+    per_label = (metrics or {}).get("per_label")
+    if isinstance(per_label, dict):
+        return [str(k) for k in per_label], "metrics.json per_label"
+    return [], ""
+
+
+# ---------------------------------------------------------------- RCA
+
+def _check_rca_artifacts(folder: Path, problems: list[str]) -> tuple[float | None, dict | None]:
+    fix = ": rerun `gap_analysis vcn_aoi` into this folder before writing the report"
+    _parquet(folder, "kpi_gaps.parquet", problems,
+             ("filepath", "label", "siamese_score", "weakness"), need_rows=True, fix=fix)
+    threshold = None
+    text = _text_file(folder, "threshold.txt", problems, fix)
+    if text is not None:
+        tokens = text.split()
+        try:
+            if len(tokens) != 1:
+                raise ValueError
+            threshold = float(tokens[0])
+            if not math.isfinite(threshold):
+                raise ValueError
+        except ValueError:
+            threshold = None
+            problems.append(f"`threshold.txt` must hold one finite float, found {text.strip()[:60]!r}{fix}.")
+    metrics = None
+    text = _text_file(folder, "metrics.json", problems, fix)
+    if text is not None:
+        try:
+            metrics = json.loads(text)
+            if not isinstance(metrics, dict):
+                raise ValueError("not an object")
+        except ValueError as exc:
+            metrics = None
+            problems.append(f"`metrics.json` is not a JSON object ({exc}){fix}.")
+    if metrics is not None:
+        bad = [k for k in ("precision", "recall", "f1")
+               if not isinstance(metrics.get(k), (int, float)) or isinstance(metrics.get(k), bool)]
+        cm = metrics.get("confusion_matrix")
+        if not isinstance(cm, dict) or any(not isinstance(cm.get(k), int) for k in ("tp", "fp", "tn", "fn")):
+            bad.append("confusion_matrix{tp,fp,tn,fn}")
+        if not isinstance(metrics.get("per_label"), dict) or not metrics.get("per_label"):
+            bad.append("per_label")
+        if bad:
+            problems.append(f"`metrics.json` lacks or malforms {', '.join(bad)}{fix}.")
+    _text_file(folder, "weak_samples_breakdown.txt", problems, fix)
+    return threshold, metrics
+
+
+def _check_threshold(found: dict[str, str], threshold: float, problems: list[str]) -> None:
+    for name in ("Verdict", "Threshold Selection"):
+        body = found.get(name)
+        if body is None:
+            continue
+        values = []
+        for m in _NUMBER.finditer(body):
+            try:
+                values.append(float(m.group(0)))
+            except ValueError:
+                pass
+        if not any(abs(v - threshold) <= 5e-5 + 1e-12 for v in values):
+            problems.append(f"{name} does not state the threshold from threshold.txt "
+                            f"({threshold:.4f}): write that value with 4 decimals.")
+
+
+def _link_targets(text: str) -> list[str]:
+    from urllib.parse import unquote
+
+    targets = [m.group(1) for m in _LINK.finditer(text)] + [m.group(1) for m in _IMG_TAG.finditer(text)]
+    return [unquote(t) for t in targets]
+
+
+def _is_local(target: str) -> bool:
+    return not (re.match(r"^[a-z][a-z0-9+.\-]*:", target, re.I) or target.startswith("#"))
+
+
+def _check_links(folder: Path, text: str, problems: list[str]) -> list[str]:
+    targets = _link_targets(text)
+    broken = []
+    for target in targets:
+        path = target.split("#", 1)[0]
+        if not path or not _is_local(target) or os.path.isabs(path):
+            continue
+        if not (folder / path).exists() and path not in broken:
+            broken.append(path)
+    if broken:
+        problems.append("broken link(s): " + ", ".join(f"`{b}`" for b in broken[:10])
+                        + " -- point each link at a file that exists, relative to the report.")
+    return targets
+
+
+def _check_images(folder: Path, targets: list[str], problems: list[str]) -> None:
+    img_dir = folder / rr.RCA_IMAGES_DIR
+    want = rr.RCA_SPOT_CHECK_COUNT
+    if not img_dir.is_dir():
+        problems.append(f"`{rr.RCA_IMAGES_DIR}/` is missing: run the visual spot check "
+                        f"(scripts/spot_check.py) to copy the {want} images there.")
+        return
+    images = sorted(p.name for p in img_dir.iterdir()
+                    if p.suffix.lower() in _IMAGE_EXT and p.is_file())
+    if len(images) != want:
+        problems.append(f"`{rr.RCA_IMAGES_DIR}/` holds {len(images)} image(s), expected {want} "
+                        "(5 weakest PASS + 5 weakest NO_PASS, first lighting): rerun the spot check.")
+    linked = set()
+    for target in targets:
+        path = os.path.normpath(target.split("#", 1)[0])
+        if os.path.isabs(path):
+            try:
+                path = os.path.relpath(path, folder)
+            except ValueError:
+                continue
+        linked.add(path)
+    unlinked = [n for n in images if os.path.join(rr.RCA_IMAGES_DIR, n) not in linked]
+    if unlinked:
+        problems.append("image(s) not linked from the report: " + ", ".join(
+            f"`{rr.RCA_IMAGES_DIR}/{n}`" for n in unlinked[:10])
+            + f" -- link each one in the Visual Spot Check table (`![...]({rr.RCA_IMAGES_DIR}/<file>)`).")
+
+
+def _check_verdicts(body: str, problems: list[str]) -> None:
+    candidates = [t for t in tables(body) if any("verdict" in c.lower() for c in t[0])]
+    if not candidates:
+        problems.append("Visual Spot Check has no table with a Verdict column: one row per sample "
+                        f"with its image link and a verdict ({', '.join(rr.VERDICTS)}).")
+        return
+    bad = []
+    for table in candidates:
+        column = next(i for i, c in enumerate(table[0]) if "verdict" in c.lower())
+        for number, row in enumerate(table[1:], 1):
+            cell = row[column].lower() if column < len(row) else ""
+            if not any(v in cell for v in rr.VERDICTS):
+                bad.append(str(number))
+    if bad:
+        problems.append(f"Visual Spot Check row(s) {', '.join(bad)} have an empty or unknown "
+                        f"Verdict: give each one of {', '.join(rr.VERDICTS)}.")
+
+
+def check_rca(folder: Path, text: str, cwd: str | None = None) -> list[str]:
+    problems: list[str] = []
+    unreachable = folder / rr.RCA_UNREACHABLE_FILE
+    if unreachable.is_file():
+        quoted = _text_file(folder, rr.RCA_UNREACHABLE_FILE, problems, "")
+        found, section_problems = find_sections(text, rr.RCA_UNREACHABLE_SECTIONS)
+        problems += section_problems
+        body = found.get("Unreachable KPI")
+        if body is not None and quoted:
+            lines = [" ".join(ln.split()) for ln in quoted.splitlines() if len(ln.strip()) >= 12]
+            flat = " ".join(body.replace(">", " ").split())
+            if lines and not any(ln in flat for ln in lines) and rr.RCA_UNREACHABLE_FILE not in body:
+                problems.append(f"Unreachable KPI does not quote `{rr.RCA_UNREACHABLE_FILE}`: "
+                                "paste its explanation (as a quote block) into that section.")
+        if any(_heading_matches(n, "Visual Spot Check") for n, _, _ in split_sections(text)):
+            problems.append("the recall target is unreachable: drop the Visual Spot Check section "
+                            "(the abridged report skips it).")
+        actions = found.get("Recommended Actions")
+        if actions is not None and not re.search(r"retrain|relabel|re-label|re-train", actions, re.I):
+            problems.append("Recommended Actions of the abridged report must recommend retraining "
+                            "or relabeling.")
+        _check_links(folder, text, problems)
+        return problems
+
+    threshold, metrics = _check_rca_artifacts(folder, problems)
+    found, section_problems = find_sections(text, rr.RCA_SECTIONS)
+    problems += section_problems
+
+    body = found.get("Threshold Selection")
+    if body is not None:
+        if not tables(body):
+            problems.append("Threshold Selection has no confusion-matrix table: add one with "
+                            "TP, FP, TN, FN from metrics.json.")
+        elif metrics and isinstance(metrics.get("confusion_matrix"), dict):
+            cm = metrics["confusion_matrix"]
+            cells = " ".join(c.replace(",", "") for t in tables(body) for row in t for c in row)
+            numbers = {m.group(0) for m in re.finditer(r"\d+", cells)}
+            absent = [f"{k}={cm[k]}" for k in ("tp", "fp", "tn", "fn")
+                      if isinstance(cm.get(k), int) and str(cm[k]) not in numbers]
+            if absent:
+                problems.append("the confusion-matrix table in Threshold Selection does not match "
+                                f"metrics.json (missing {', '.join(absent)}): copy the counts.")
+    if threshold is not None:
+        _check_threshold(found, threshold, problems)
+
+    body = found.get("Per-Label Breakdown")
+    if body is not None:
+        if not tables(body):
+            problems.append("Per-Label Breakdown has no table: add one row per ground-truth label.")
+        labels, source = ground_truth_labels(folder, metrics, cwd)
+        missing = [label for label in labels if not _covered(body, label)]
+        if missing:
+            problems.append("Per-Label Breakdown misses label(s) " + ", ".join(
+                f"`{m}`" for m in missing[:20]) + f" (from {source}): add a row for each.")
+
+    targets = _check_links(folder, text, problems)
+    _check_images(folder, targets, problems)
+    body = found.get("Visual Spot Check")
+    if body is not None:
+        _check_verdicts(body, problems)
+    _words(text, rr.RCA_WORDS, "RCA_Report.md", problems)
+    return problems
+
+
+# ---------------------------------------------------------------- routing
+
+def check_routing(folder: Path, text: str) -> list[str]:
+    problems: list[str] = []
+    fix = ": rerun `scripts/route_samples.py` into this folder"
+    for name in rr.ROUTING_ARTIFACTS:
+        if name.endswith(".parquet"):
+            _parquet(folder, name, problems, ("filepath",), fix=fix)
+    summary = _text_file(folder, "routing_summary.txt", problems, fix)
+    found, section_problems = find_sections(text, rr.ROUTING_SECTIONS)
+    problems += section_problems
+    if summary is None:
+        return problems
+    routes = [(m.group("label").strip(), m.group("mining").lower(), m.group("ag").lower())
+              for m in _ROUTING_LINE.finditer(summary)]
+    body = found.get("Per-Label Routing Decisions")
+    if body is not None:
+        missing = [label for label, _, _ in routes if not _covered(body, label)]
+        if missing:
+            problems.append("Per-Label Routing Decisions misses label(s) " + ", ".join(
+                f"`{m}`" for m in missing[:20]) + " from routing_summary.txt: add a row for each.")
+    body = found.get("Dropped Labels")
+    if body is not None:
+        dropped = [label for label, mining, ag in routes if mining == "no" and ag == "no"]
+        if dropped:
+            missing = [label for label in dropped if not _mentions(body, label)]
+            if missing:
+                problems.append("Dropped Labels must list every label routed to neither module; "
+                                "missing " + ", ".join(f"`{m}`" for m in missing[:20]) + ".")
+        elif not re.search(r"\bnone\b|\bno labels?\b", body, re.I):
+            problems.append("Dropped Labels: routing_summary.txt drops no label; say \"none\".")
+    return problems
+
+
+# ---------------------------------------------------------------- mining
+
+def _encoder(meta, name: str, problems: list[str]) -> dict | None:
+    raw = meta.key_value_metadata.get(rr.ENCODER_METADATA_KEY) if meta else None
+    if meta is None:
+        return None
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        problems.append(f"`{name}` carries no encoder identity (`{rr.ENCODER_METADATA_KEY}` "
+                        "metadata): re-embed it with `embedding image_embeddings` from the shared "
+                        "embedding spec.")
+        return None
+    return value
+
+
+def check_mining(folder: Path, text: str) -> list[str]:
+    problems: list[str] = []
+    fix = ": rerun that mining step into this folder"
+    target = _parquet(folder, "target_embeddings.parquet", problems, ("embedding",), True, fix)
+    source = _parquet(folder, "source_embeddings.parquet", problems, ("embedding",), True, fix)
+    _parquet(folder, "mined.parquet", problems, ("filepath",), fix=fix)
+    _text_file(folder, "mining_summary.txt", problems, fix)
+    enc_t = _encoder(target, "target_embeddings.parquet", problems)
+    enc_s = _encoder(source, "source_embeddings.parquet", problems)
+    if enc_t is not None and enc_s is not None:
+        differ = [k for k in ("model", "model_path", "dim") if enc_t.get(k) != enc_s.get(k)]
+        if differ:
+            detail = "; ".join(f"{k}: target {enc_t.get(k)!r} vs source {enc_s.get(k)!r}" for k in differ)
+            problems.append(f"the two embedding parquets come from different encoders ({detail}): "
+                            "re-embed both from the same embedding_spec.yaml and rerun the k-NN; "
+                            "mined neighbours across encoders are meaningless.")
+    found, section_problems = find_sections(text, rr.MINING_SECTIONS)
+    problems += section_problems
+    _words(text, rr.MINING_WORDS, "Mining_Report.md", problems)
+    return problems
+
+
+# ---------------------------------------------------------------- hook
+
+def check_report(path: Path, family: str, text: str | None = None, cwd: str | None = None) -> list[str]:
+    if text is None:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    folder = path.parent
+    if family == "rca":
+        return check_rca(folder, text, cwd)
+    if family == "routing":
+        return check_routing(folder, text)
+    return check_mining(folder, text)
+
+
+def report_target(event: dict) -> tuple[Path, str] | None:
+    """The report path and family when the event wrote one of our reports, else ``None``."""
+    if event.get("tool_name") not in ("Write", "Edit", "MultiEdit"):
+        return None
+    file_path = (event.get("tool_input") or {}).get("file_path")
+    if not isinstance(file_path, str) or not file_path:
+        return None
+    family = rr.REPORT_FILES.get(os.path.basename(file_path))
+    if family is None:
+        return None
+    path = Path(file_path)
+    if not path.is_absolute():
+        path = Path(event.get("cwd") or os.getcwd()) / path
+    return path, family
+
+
+def handle(event: dict) -> None:
+    """Hook body for ``hooks/on_report_written.py``: package first, then check."""
+    target = report_target(event)
+    if target is None:
+        return
+    import traceback
+
+    from .common import emit_context, enabled, log
+
+    path, family = target
+    if not enabled(family):
+        return
+    messages: list[str] = []
+    try:
+        from .packaging import package
+
+        messages += package(path, family, event)
+    except Exception as exc:
+        log("packaging crashed:\n" + traceback.format_exc())
+        messages.append(f"- packaging of {rr.CONFIG_DIRS[family]}/ failed ({exc!r}); see the hook "
+                        "log and rewrite the report to retry.")
+    problems: list[str] = []
+    try:
+        if path.is_file():
+            problems = check_report(path, family, cwd=event.get("cwd"))
+    except Exception as exc:
+        log("report check crashed:\n" + traceback.format_exc())
+        problems = [f"the report check crashed ({exc!r}); see the hook log."]
+    if problems:
+        messages = [f"tao-aoi check of {path.name}: {len(problems)} problem(s); fix each, then "
+                    "rewrite the report (the check and packaging run again):"] + [
+            f"- {p}" for p in problems] + messages
+    emit_context("PostToolUse", messages)

@@ -1,0 +1,400 @@
+"""Render ``RCA_Report.draft.md``: every number-bearing part of the RCA report, pre-filled.
+
+The agent keeps the tables, replaces each ``<!-- AGENT: <id> | <what to write> -->``
+placeholder with its own judgement, fills the spot-check Verdict column and saves the
+result as ``RCA_Report.md`` (the write that triggers the report-check and packaging hooks).
+This module never writes ``RCA_Report.md`` itself.
+
+Reads from the results dir: metrics.json, threshold.txt, kpi_gaps.parquet,
+weak_samples_breakdown.txt, rca_images/spot_check.json and unreachable_kpi.txt (which
+switches to the abridged 4-section variant). Writes RCA_Report.draft.md and, when there are
+scores to plot, score_distribution.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+from typing import Sequence
+
+from tao_aoi.cli import UsageError
+from tao_aoi.hooks import report_rules as rr
+from tao_aoi.parquet_tools import dedupe_first_lighting, is_pass, read_parquet
+from tao_aoi.spot_check import label_cell
+
+DRAFT_NAME = "RCA_Report.draft.md"
+PLOT_NAME = "score_distribution.png"
+TOP_ROWS_PER_LABEL = 3
+PLACEHOLDER_FMT = "<!-- AGENT: {id} | {text} -->"
+
+
+def placeholder(pid: str, text: str) -> str:
+    return PLACEHOLDER_FMT.format(id=pid, text=text)
+
+
+def _heading(n: int, name: str) -> str:
+    return f"## {n}. {name}"
+
+
+def _f(x, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(v):
+        return "-"
+    return f"{v:.{digits}f}"
+
+
+def _pct(num, den) -> str:
+    return "-" if not den else f"{100.0 * num / den:.1f}%"
+
+
+# --------------------------------------------------------------------------- loading
+class Artifacts:
+    """What the gap-analysis run left in its results folder (anything may be absent)."""
+
+    def __init__(self, results_dir: Path):
+        self.dir = results_dir
+        self.metrics = self._json("metrics.json")
+        t = results_dir / "threshold.txt"
+        self.threshold_text = t.read_text(encoding="utf-8").strip() if t.is_file() else None
+        b = results_dir / "weak_samples_breakdown.txt"
+        self.breakdown = b.read_text(encoding="utf-8").rstrip() if b.is_file() else None
+        u = results_dir / rr.RCA_UNREACHABLE_FILE
+        self.unreachable = u.read_text(encoding="utf-8").rstrip() if u.is_file() else None
+        self.spot = self._json(f"{rr.RCA_IMAGES_DIR}/spot_check.json")
+        gp = results_dir / "kpi_gaps.parquet"
+        self.gaps = read_parquet(gp) if gp.is_file() else None
+
+    def _json(self, rel: str):
+        p = self.dir / rel
+        if not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{p} is not valid JSON: {exc}")
+
+    @property
+    def threshold(self):
+        if self.threshold_text is not None:
+            return self.threshold_text
+        if self.metrics and self.metrics.get("threshold") is not None:
+            return repr(float(self.metrics["threshold"]))
+        return None
+
+
+def _samples(art: Artifacts):
+    """kpi_gaps collapsed to one row per sample on the first lighting (lightings from metrics)."""
+    if art.gaps is None or not {"input_path", "object_name"} <= set(art.gaps.columns):
+        return art.gaps
+    lightings = list((art.metrics or {}).get("lightings") or [])
+    if not lightings and "lighting" in art.gaps.columns:
+        lightings = list(dict.fromkeys(art.gaps["lighting"].astype(str)))
+    return dedupe_first_lighting(art.gaps, lightings, (art.metrics or {}).get("image_ext") or "")
+
+
+def _read_scores(inference_dir: str | None):
+    """(label, siamese_score) of the full inference CSV, or None when not given."""
+    if not inference_dir:
+        return None
+    import pandas as pd
+
+    path = Path(inference_dir)
+    if path.is_dir():
+        path = path / "inference.csv"
+    if not path.is_file():
+        raise UsageError(f"inference CSV not found: {path}")
+    df = pd.read_csv(path)
+    missing = [c for c in ("label", "siamese_score") if c not in df.columns]
+    if missing:
+        raise UsageError(f"{path} lacks column(s): {', '.join(missing)}")
+    return df[["label", "siamese_score"]]
+
+
+# --------------------------------------------------------------------------- plot
+def plot_scores(scores_df, threshold: float | None, dest: Path, title_note: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from tao_aoi.atomic import atomic_path
+
+    mask = scores_df["label"].map(is_pass).to_numpy()
+    scores = scores_df["siamese_score"].astype(float).to_numpy()
+    lo, hi = float(np.nanmin(scores)), float(np.nanmax(scores))
+    if threshold is not None:
+        lo, hi = min(lo, threshold), max(hi, threshold)
+    if hi <= lo:
+        hi = lo + 1.0
+    bins = np.linspace(lo, hi, 41)
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    ax.hist(scores[mask], bins=bins, alpha=0.6, label=f"PASS (n={int(mask.sum())})",
+            color="tab:blue")
+    ax.hist(scores[~mask], bins=bins, alpha=0.6, label=f"NO_PASS (n={int((~mask).sum())})",
+            color="tab:red")
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1.2,
+                   label=f"threshold {threshold:.4g}")
+    ax.set_xlabel("siamese_score (NO_PASS predicted when score > threshold)")
+    ax.set_ylabel("rows")
+    ax.set_title(f"Score distribution ({title_note})")
+    ax.legend(loc="upper center", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(dest) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- sections
+def _metrics_table(m: dict, threshold: str | None) -> list[str]:
+    cm = m.get("confusion_matrix") or {}
+    lines = [
+        "| Metric | Value |", "|---|---|",
+        f"| Threshold | {threshold if threshold is not None else '-'} ({m.get('threshold_mode', '-')}) |",
+        f"| NO_PASS recall | {_f(m.get('recall'))} (target {m.get('min_recall', '-')}) |",
+        f"| Precision | {_f(m.get('precision'))} |",
+        f"| F1 | {_f(m.get('f1'))} |",
+        f"| FAR (false-alarm rate) | {_f(m.get('far'))} |",
+        f"| Rows in CSV | {m.get('n_rows', '-')} (PASS {m.get('n_pass', '-')}, "
+        f"NO_PASS {m.get('n_no_pass', '-')}) |",
+    ]
+    lines += ["", "Confusion matrix (NO_PASS is the positive class):", "",
+              "| | Predicted NO_PASS | Predicted PASS |", "|---|---|---|",
+              f"| Actual NO_PASS | TP = {cm.get('tp', '-')} | FN = {cm.get('fn', '-')} |",
+              f"| Actual PASS | FP = {cm.get('fp', '-')} | TN = {cm.get('tn', '-')} |"]
+    return lines
+
+
+def _weakness_table(samples) -> list[str]:
+    lines = ["| Label | Kept samples | Min | P25 | Median | P75 | Max | Wrong side |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, grp in samples.groupby(samples["label"].astype(str), sort=True):
+        w = grp["weakness"].astype(float)
+        wrong = int(grp["misclassified"].astype(bool).sum()) if "misclassified" in grp \
+            else int((w > 0).sum())
+        q = w.quantile([0.25, 0.5, 0.75])
+        lines.append(f"| {label_cell(label)} | {len(grp)} | {_f(w.min())} | {_f(q[0.25])} | {_f(q[0.5])} | "
+                     f"{_f(q[0.75])} | {_f(w.max())} | {wrong} |")
+    return lines
+
+
+def _topk_table(samples, per_label: int) -> list[str]:
+    lines = ["| Rank | Label | Sample (input_path/object_name) | Score | Weakness | Side |",
+             "|---|---|---|---|---|---|"]
+    shown = (samples.groupby(samples["label"].astype(str), sort=False, group_keys=False)
+             .head(per_label))
+    shown = shown.sort_values(["weakness", "input_path", "object_name"],
+                              ascending=[False, True, True], kind="mergesort")
+    for i, rec in enumerate(shown.to_dict(orient="records"), 1):
+        wrong = bool(rec["misclassified"]) if "misclassified" in rec else float(rec["weakness"]) > 0
+        lines.append(f"| {i} | {label_cell(rec['label'])} | {rec['input_path']}/{rec['object_name']} | "
+                     f"{_f(rec['siamese_score'])} | {_f(rec['weakness'])} | "
+                     f"{'wrong' if wrong else 'right'} |")
+    return lines
+
+
+def _per_label_table(m: dict, samples) -> list[str]:
+    kept = {}
+    if samples is not None and "label" in samples.columns:
+        kept = samples["label"].astype(str).value_counts().to_dict()
+    lines = ["| Label | Class | Rows | Misclassified | Error rate | Mean weakness | "
+             "Median weakness | Max weakness | Kept samples |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    per_label = m.get("per_label") or {}
+    order = sorted(per_label, key=lambda k: (not is_pass(k), str(k)))
+    for label in order:
+        s = per_label[label] or {}
+        total = s.get("total", 0)
+        nmis = s.get("n_misclassified", 0)
+        lines.append(f"| {label_cell(label)} | {'PASS' if is_pass(label) else 'NO_PASS'} | {total} | {nmis} | "
+                     f"{_pct(nmis, total)} | {_f(s.get('mean_weakness'))} | "
+                     f"{_f(s.get('median_weakness'))} | {_f(s.get('max_weakness'))} | "
+                     f"{kept.get(str(label), 0)} |")
+    return lines
+
+
+def _spot_table(spot: dict | None) -> list[str]:
+    from tao_aoi.spot_check import markdown_table
+
+    if not spot or not spot.get("samples"):
+        return ["No spot check found (rca_images/spot_check.json is missing): run "
+                "`scripts/spot_check.py` and re-draft."]
+    lines = markdown_table(spot, verdicts=True).splitlines()
+    for note in spot.get("notes") or []:
+        lines += ["", f"Note: {note}"]
+    return lines
+
+
+def render(art: Artifacts, scores_note: str | None, per_label_rows: int = TOP_ROWS_PER_LABEL,
+           plot_written: bool = False) -> str:
+    name = art.dir.parent.parent.name if art.dir.parent.name == "rca_results" else art.dir.name
+    out = [f"# RCA Report: VCN gap analysis of {name}", "",
+           f"Results folder: `{art.dir}`", "",
+           "<!-- Draft from draft_report.py: tables hold the run's numbers. Replace every "
+           "AGENT placeholder, fill the Verdict column, save as RCA_Report.md. -->", ""]
+    if art.unreachable is not None:
+        return "\n".join(out + _render_unreachable(art)) + "\n"
+    m = art.metrics
+    if m is None:
+        raise UsageError(f"{art.dir}/metrics.json is missing: run the gap analysis first")
+    samples = _samples(art)
+    vi = rr.RCA_SECTIONS
+    out += [_heading(1, vi[0]), "",
+            placeholder("verdict", "2-4 sentences: is the model usable at this threshold, "
+                        "what dominates the errors (FP vs FN, which labels), and whether the spot "
+                        "check points at data or model problems."), "",
+            f"At threshold {art.threshold} the model reaches NO_PASS recall {_f(m.get('recall'))}"
+            f" with precision {_f(m.get('precision'))} and FAR {_f(m.get('far'))} over "
+            f"{m.get('n_rows', '-')} rows.", ""]
+    cands = m.get("n_candidates")
+    meet = m.get("n_candidates_meeting_recall")
+    mode = m.get("threshold_mode", "sweep")
+    how = (f"Mode `{mode}`: {cands} candidate thresholds were tried, {meet} of them keep "
+           f"NO_PASS recall at or above min_recall = {m.get('min_recall')}; the best F1 among "
+           "them was chosen (ties: higher precision, then higher threshold)."
+           if mode == "sweep" else
+           f"Mode `{mode}`: the threshold was fixed by the caller, no sweep was run.")
+    out += [_heading(2, vi[1]), "", how, ""] + _metrics_table(m, art.threshold) + [""]
+    if plot_written:
+        out += [f"![Score distribution: PASS vs NO_PASS with the threshold]({PLOT_NAME})", "",
+                f"Histogram of {scores_note}; dashed line = chosen threshold.", ""]
+    out += [placeholder("threshold", "explain what the operating point costs: how many PASS "
+                        "rows are false alarms, and where the two score populations overlap."), ""]
+
+    out += [_heading(3, vi[2]), ""]
+    if samples is not None and len(samples):
+        out += ["Signed weakness of the kept samples (one per input_path/object_name, first "
+                "lighting); positive = wrong side of the threshold, value = margin.", ""]
+        out += _weakness_table(samples) + [""]
+    else:
+        out += ["kpi_gaps.parquet holds no rows.", ""]
+    if art.breakdown:
+        out += ["weak_samples_breakdown.txt:", "", "```text", art.breakdown, "```", ""]
+    out += [placeholder("weakness", "which labels sit furthest on the wrong side, and which are "
+                        "only marginal (right side, small margin)."), ""]
+
+    out += [_heading(4, vi[3]), ""]
+    topk = m.get("top_k_per_label")
+    out += [f"Selection `{m.get('selection_mode', '-')}` with top_k_per_label = {topk}: "
+            f"{m.get('kept_rows', '-')} samples kept, {m.get('expanded_rows', '-')} rows after "
+            f"expansion over {len(m.get('lightings') or [])} lightings "
+            f"({', '.join(m.get('lightings') or [])}). The table shows the "
+            f"{per_label_rows} weakest samples of each label, one row per sample.", ""]
+    if samples is not None and len(samples):
+        out += _topk_table(samples, per_label_rows) + [""]
+    out += [placeholder("topk", "what the weakest samples have in common (same boards, same "
+                        "components, score clusters)."), ""]
+
+    out += [_heading(5, vi[4]), ""]
+    if art.spot and art.spot.get("first_lighting"):
+        out += [f"Five weakest PASS and five weakest NO_PASS samples, first lighting "
+                f"`{art.spot['first_lighting']}`, thumbnails 128x128 in `rca_images/`.", ""]
+    out += _spot_table(art.spot) + [""]
+    out += [placeholder("spot-check", "view each image, write one verdict per row ("
+                        + ", ".join(rr.VERDICTS) + ") and summarise what you saw."), ""]
+
+    out += [_heading(6, vi[5]), "",
+            "Statistics over the full inference CSV (metrics.json per_label); "
+            "kept samples come from kpi_gaps.parquet.", ""]
+    out += _per_label_table(m, samples) + [""]
+    out += [placeholder("per-label", "one or two sentences per label that needs attention."), ""]
+
+    out += [_heading(7, vi[6]), "",
+            placeholder("actions", "numbered, concrete actions: relabel the rows the spot check "
+                        "found mislabeled, route the weak labels to augmentation/mining, "
+                        "retrain, re-run this analysis."), ""]
+    return "\n".join(out)
+
+
+def _render_unreachable(art: Artifacts) -> list[str]:
+    s = rr.RCA_UNREACHABLE_SECTIONS
+    m = art.metrics or {}
+    out = [_heading(1, s[0]), "",
+           placeholder("verdict", "state plainly that no threshold reaches the recall target, "
+                       "so the model cannot meet the KPI at any operating point."), "",
+           _heading(2, s[1]), ""]
+    if m:
+        out += [f"Target min_recall = {m.get('min_recall', '-')}; {m.get('n_candidates', '-')} "
+                f"candidate thresholds tried, {m.get('n_candidates_meeting_recall', 0)} meet it.",
+                ""]
+    out += ["No threshold was chosen: the recall target cannot be met.", "",
+            _heading(3, s[2]), "", "unreachable_kpi.txt says:", ""]
+    out += ["> " + line if line else ">" for line in art.unreachable.splitlines()] + [""]
+    out += ["The weakness ranking and the visual spot check were skipped.", "",
+            _heading(4, s[3]), "",
+            placeholder("actions", "one recommendation: retrain (more or better NO_PASS data) or "
+                        "relabel (if the labels are wrong); nothing else."), ""]
+    return out
+
+
+# --------------------------------------------------------------------------- driver
+def draft(results_dir: str | os.PathLike, inference_dir: str | None = None,
+          per_label_rows: int = TOP_ROWS_PER_LABEL, plot: bool = True) -> dict:
+    results = Path(results_dir)
+    if not results.is_dir():
+        raise UsageError(f"results dir not found: {results}")
+    art = Artifacts(results)
+    if art.unreachable is None and art.metrics is None:
+        raise UsageError(f"{results} holds neither metrics.json nor {rr.RCA_UNREACHABLE_FILE}: "
+                         "run the gap analysis first")
+    scores = _read_scores(inference_dir)
+    note = "every row of the inference CSV"
+    if scores is None:
+        scores = _samples(art)
+        note = "the kept samples only (pass --inference-dir for the full CSV)"
+    plot_written = False
+    if plot and art.unreachable is None and scores is not None and len(scores):
+        thr = art.threshold
+        plot_scores(scores, float(thr) if thr is not None else None, results / PLOT_NAME, note)
+        plot_written = True
+    text = render(art, note, per_label_rows, plot_written)
+    from tao_aoi.atomic import write_text
+
+    dest = results / DRAFT_NAME
+    write_text(dest, text)
+    return {"draft": str(dest), "plot": str(results / PLOT_NAME) if plot_written else None,
+            "variant": "unreachable" if art.unreachable is not None else "full",
+            "words": rr.count_words(text),
+            "placeholders": text.count("<!-- AGENT:")}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="draft_report.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Pre-fill the RCA report from a gap-analysis results folder: metrics, "
+                    "confusion matrix, threshold, score histogram (score_distribution.png), "
+                    "weakness quantiles, top-K table, spot-check table and per-label "
+                    "breakdown, with <!-- AGENT: ... --> placeholders for your judgement. "
+                    f"Writes {DRAFT_NAME}; you write RCA_Report.md from it. When "
+                    f"{rr.RCA_UNREACHABLE_FILE} exists it drafts the abridged variant.",
+        epilog="example:\n  draft_report.py \"$RCA\" --inference-dir \"$EXP/inference\"")
+    p.add_argument("results_dir", help="gap-analysis results dir")
+    p.add_argument("--inference-dir", default=None,
+                   help="dir holding inference.csv: histogram over every row (else kept rows)")
+    p.add_argument("--rows-per-label", type=int, default=TOP_ROWS_PER_LABEL,
+                   help=f"rows per label in the top-K table (default {TOP_ROWS_PER_LABEL})")
+    p.add_argument("--no-plot", action="store_true", help="skip score_distribution.png")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    args = p.parse_args(argv)
+    if args.rows_per_label < 1:
+        raise UsageError("--rows-per-label must be >= 1")
+    info = draft(args.results_dir, args.inference_dir, args.rows_per_label, not args.no_plot)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"draft ({info['variant']}): {info['draft']}  [{info['words']} words, "
+              f"{info['placeholders']} AGENT placeholders]")
+        if info["plot"]:
+            print(f"plot: {info['plot']}")
+        lo, hi = rr.RCA_WORDS
+        print(f"Next: replace the placeholders, fill the Verdict column, and write "
+              f"RCA_Report.md ({lo}-{hi} words) last.")
+    return 0

@@ -1,0 +1,269 @@
+"""Spec files for the data-services actions: schemas, defaults, resolution and writing.
+
+One JSON Schema per container action lives in ``tao_aoi/schemas/<category>_<action>.schema.json``.
+A run's configuration is resolved the way the container does it:
+
+    schema defaults  <-  spec YAML (``-e``)  <-  trailing ``key=value`` overrides (win)
+
+Override values are parsed by omegaconf (``min_recall=1`` is a number, ``x=null`` is None).
+``???`` marks a mandatory value that is still missing; after merging it is an error naming
+the key. Renamed keys (old container releases) are accepted through an alias table with a
+notice on stderr. The merged result is validated against the schema (jsonschema); any
+problem is a :class:`tao_aoi.cli.UsageError` with one line naming the key.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from tao_aoi.cli import UsageError
+
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+MISSING = "???"
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_JSON_TYPE_NAMES = {"string": "a string", "number": "a number", "integer": "an integer",
+                    "boolean": "a boolean (true/false)", "null": "null", "object": "a mapping",
+                    "array": "a list"}
+
+
+def schema_path(category: str, action: str) -> Path:
+    return SCHEMA_DIR / f"{category}_{action}.schema.json"
+
+
+def load_schema(category: str, action: str) -> dict:
+    """The JSON Schema of one action; UsageError when the action has none."""
+    path = schema_path(category, action)
+    if not path.is_file():
+        raise UsageError(f"no schema for '{category} {action}' (looked for {path})")
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def schema_defaults(schema: Mapping) -> dict:
+    """Every key of the schema with its default; mandatory keys (no default) hold ``???``."""
+    out: dict[str, Any] = {}
+    for key, prop in schema.get("properties", {}).items():
+        out[key] = prop["default"] if "default" in prop else MISSING
+    return out
+
+
+def _type_names(prop: Mapping) -> list[str]:
+    t = prop.get("type", [])
+    return [t] if isinstance(t, str) else list(t)
+
+
+def expected_type(prop: Mapping) -> str:
+    names = _type_names(prop)
+    return " or ".join(_JSON_TYPE_NAMES.get(n, n) for n in names) or "any value"
+
+
+def _note(message: str) -> None:
+    print(f"notice: {message}", file=sys.stderr)
+
+
+def _apply_aliases(values: dict, aliases: Mapping[str, str], source: str) -> dict:
+    out = dict(values)
+    for old, new in aliases.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise UsageError(f"{source}: both '{old}' (old name) and '{new}' are set; keep only '{new}'")
+        _note(f"'{old}' in {source} is the old name of '{new}'; using it as '{new}'")
+        out[new] = out.pop(old)
+    return out
+
+
+def _check_keys(values: Iterable[str], schema: Mapping, source: str) -> None:
+    known = list(schema.get("properties", {}))
+    unknown = [k for k in values if k not in known]
+    if unknown:
+        raise UsageError(f"unknown key(s) {', '.join(repr(k) for k in unknown)} in {source}; "
+                         f"valid keys: {', '.join(known)}")
+
+
+def _coerce_strings(values: dict, schema: Mapping, raw: Mapping[str, str] | None = None) -> dict:
+    """A key typed only as string keeps its text (``results_dir=2024_01_01`` stays a path);
+    an integer given for a number-only key becomes a float (``min_recall=1`` -> 1.0)."""
+    props = schema.get("properties", {})
+    out = dict(values)
+    for key, value in values.items():
+        if key in props and _type_names(props[key]) == ["number"] and type(value) is int:
+            out[key] = float(value)  # min_recall=1 -> 1.0
+            continue
+        if key not in props or _type_names(props[key]) != ["string"]:
+            continue
+        if value is None or isinstance(value, (str, list, dict)):
+            continue
+        if raw is not None and key in raw:
+            out[key] = raw[key]
+        elif isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        else:
+            out[key] = str(value)
+    return out
+
+
+def parse_overrides(overrides: Iterable[str]) -> tuple[dict, dict]:
+    """``key=value`` items -> (parsed values, raw texts). Hydra's ``+key``/``++key`` are accepted."""
+    values: dict[str, Any] = {}
+    raw: dict[str, str] = {}
+    for item in overrides:
+        from omegaconf import OmegaConf  # imported only when there are overrides (~0.2 s)
+
+        key, sep, text = item.partition("=")
+        key = key.lstrip("+")
+        if not sep or not key:
+            raise UsageError(f"override '{item}' is not key=value")
+        if not _KEY_RE.match(key):
+            raise UsageError(f"override key '{key}' is not a plain key name (nested keys are not used)")
+        try:
+            parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]), resolve=False)["v"]
+        except Exception as exc:  # omegaconf grammar errors
+            raise UsageError(f"cannot parse override '{item}': {' '.join(str(exc).split())}") from None
+        values[key] = parsed
+        raw[key] = text
+    return values, raw
+
+
+def load_spec_file(spec_path: str | os.PathLike) -> dict:
+    import yaml
+
+    path = Path(spec_path)
+    if not path.is_file():
+        raise UsageError(f"spec file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UsageError(f"spec file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"spec file {path} must hold a mapping of key: value, got {type(data).__name__}")
+    return {str(k): v for k, v in data.items()}
+
+
+def _resolve_interpolations(values: dict) -> dict:
+    from omegaconf import OmegaConf
+
+    if not any(isinstance(v, str) and "${" in v for v in values.values()):
+        return values
+    try:
+        return OmegaConf.to_container(OmegaConf.create(values), resolve=True, throw_on_missing=False)
+    except Exception as exc:
+        raise UsageError(f"cannot resolve interpolation: {' '.join(str(exc).split())}") from None
+
+
+def missing_keys(values: Mapping) -> list[str]:
+    return [k for k, v in values.items() if isinstance(v, str) and v == MISSING]
+
+
+def validate(values: Mapping, schema: Mapping, allow_missing: bool = False) -> None:
+    """jsonschema validation with one-line messages that name the key and the expected type."""
+    import jsonschema
+
+    missing = missing_keys(values)
+    if missing and not allow_missing:
+        raise UsageError(f"mandatory value missing (still '???'): {', '.join(missing)}; set it in the "
+                         f"spec or pass {missing[0]}=<value> on the command line")
+    checked = {k: v for k, v in values.items() if k not in missing}
+    if allow_missing:
+        schema = dict(schema)
+        schema["required"] = [k for k in schema.get("required", []) if k not in missing]
+    props = schema.get("properties", {})
+    problems = []
+    validator = jsonschema.Draft202012Validator(schema)
+    for err in sorted(validator.iter_errors(checked), key=lambda e: list(e.absolute_path)):
+        key = err.absolute_path[0] if err.absolute_path else None
+        prop = props.get(key, {}) if key is not None else {}
+        if err.validator == "type":
+            problems.append(f"{key}: expected {expected_type(prop)}, got {err.instance!r}")
+        elif err.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+            problems.append(f"{key}: {err.instance!r} is out of range ({_range_text(prop)})")
+        elif err.validator == "enum":
+            problems.append(f"{key}: {err.instance!r} is not one of {', '.join(map(repr, prop['enum']))}")
+        elif err.validator == "additionalProperties":
+            problems.append(f"unknown key(s): {err.message}; valid keys: {', '.join(props)}")
+        elif err.validator == "required":
+            problems.append(f"mandatory value missing: {err.message}")
+        else:
+            where = f"{key}: " if key is not None else ""
+            problems.append(f"{where}{' '.join(err.message.split())}")
+    if problems:
+        raise UsageError("; ".join(problems))
+
+
+def _range_text(prop: Mapping) -> str:
+    lo = "(" + str(prop["exclusiveMinimum"]) if "exclusiveMinimum" in prop else (
+        "[" + str(prop["minimum"]) if "minimum" in prop else "(-inf")
+    hi = str(prop["exclusiveMaximum"]) + ")" if "exclusiveMaximum" in prop else (
+        str(prop["maximum"]) + "]" if "maximum" in prop else "inf)")
+    return f"must be in {lo}, {hi}"
+
+
+def resolve(category: str, action: str, spec_path: str | os.PathLike | None,
+            overrides: Iterable[str] = (), aliases: Mapping[str, str] | None = None,
+            allow_missing: bool = False) -> dict:
+    """Defaults <- spec file <- overrides, aliases renamed, validated. Returns a plain dict.
+
+    ``allow_missing`` keeps ``???`` values instead of failing (used by ``--cfg=job``).
+    """
+    aliases = dict(aliases or {})
+    schema = load_schema(category, action)
+    merged = schema_defaults(schema)
+    if spec_path is not None:
+        spec = _apply_aliases(load_spec_file(spec_path), aliases, f"spec {spec_path}")
+        _check_keys(spec, schema, f"spec {spec_path}")
+        merged.update(_coerce_strings(spec, schema))
+    values, raw = parse_overrides(overrides)
+    values = _apply_aliases(values, aliases, "the overrides")
+    raw = {aliases.get(k, k): v for k, v in raw.items()}
+    _check_keys(values, schema, "the overrides")
+    merged.update(_coerce_strings(values, schema, raw))
+    merged = _resolve_interpolations(merged)
+    validate(merged, schema, allow_missing=allow_missing)
+    return merged
+
+
+def dump_yaml(values: Mapping) -> str:
+    import yaml
+
+    return yaml.safe_dump(dict(values), sort_keys=False, default_flow_style=False, allow_unicode=True)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        return os.path.commonpath([str(path), str(root)]) == str(root)
+    except ValueError:
+        return False
+
+
+def write_spec(category: str, action: str, values: Mapping, dest: str | os.PathLike,
+               workspace: str | os.PathLike | None = None,
+               aliases: Mapping[str, str] | None = None) -> Path:
+    """Write a spec YAML (every schema key, in schema order) after validating ``values``.
+
+    Unknown keys and wrong types are refused; mandatory keys not given are written as ``???``
+    (to be supplied as overrides at run time). ``dest`` outside ``workspace`` is refused.
+    """
+    from tao_aoi import atomic
+
+    schema = load_schema(category, action)
+    dest_path = Path(os.path.abspath(os.fspath(dest)))
+    if workspace is not None:
+        root = Path(os.path.realpath(os.fspath(workspace)))
+        real_dest = Path(os.path.realpath(dest_path))
+        if not _inside(real_dest, root):
+            raise UsageError(f"refusing to write {dest_path}: it is outside the workspace {root}")
+    given = _apply_aliases(dict(values), dict(aliases or {}), "the values")
+    _check_keys(given, schema, "the values")
+    merged = schema_defaults(schema)
+    merged.update(_coerce_strings(given, schema))
+    validate(merged, schema, allow_missing=True)
+    if dest_path.exists() and dest_path.is_dir():
+        raise UsageError(f"--out {dest_path} is a directory; give a file path such as {dest_path}/spec.yaml")
+    atomic.write_text(dest_path, dump_yaml(merged))
+    return dest_path

@@ -1,0 +1,136 @@
+"""RCA_Report.draft.md: numbers, labels, threshold, image links, plot, unreachable variant."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from tao_aoi.hooks import report_rules as rr
+from tao_aoi.report_draft import draft
+from tao_aoi.spot_check import label_cell, run_spot_check
+from test_spot_check import LIGHTS, NO_PASS, PASS, make_results
+
+ROOT = Path(__file__).resolve().parents[1]
+CM = {"tp": 417, "fp": 93, "tn": 1208, "fn": 0}
+# RARE appears only in metrics.json (no kept rows): it must still get its own row
+PER_LABEL = {"PASS": {"total": 1301, "mean_weakness": -0.31, "median_weakness": -0.3,
+                      "max_weakness": 0.4, "n_misclassified": 93},
+             " pass ": {"total": 1, "mean_weakness": 0.3, "median_weakness": 0.3,
+                        "max_weakness": 0.3, "n_misclassified": 1},
+             "MISSING": {"total": 200, "mean_weakness": -0.2, "median_weakness": -0.2,
+                         "max_weakness": 0.3, "n_misclassified": 0},
+             "BRIDGE": {"total": 150, "mean_weakness": -0.3, "median_weakness": -0.3,
+                        "max_weakness": 0.2, "n_misclassified": 0},
+             "SHIFT": {"total": 40, "mean_weakness": -0.1, "median_weakness": -0.1,
+                       "max_weakness": -0.1, "n_misclassified": 0},
+             "passed": {"total": 20, "mean_weakness": -0.2, "median_weakness": -0.2,
+                        "max_weakness": -0.2, "n_misclassified": 0},
+             "RARE_LABEL": {"total": 7, "mean_weakness": -0.5, "median_weakness": -0.5,
+                            "max_weakness": -0.4, "n_misclassified": 0}}
+
+
+def write_metrics(results: Path, threshold=0.123456789):
+    (results / "threshold.txt").write_text(repr(threshold) + "\n")
+    m = {"threshold": threshold, "threshold_mode": "sweep", "min_recall": 1.0,
+         "top_k_per_label": 50, "selection_mode": "top_k", "precision": 0.8176470588,
+         "recall": 1.0, "f1": 0.8996763754, "far": 0.0714834743, "confusion_matrix": CM,
+         "n_rows": 1718, "n_pass": 1301, "n_no_pass": 417, "n_candidates": 640,
+         "n_candidates_meeting_recall": 212, "kept_rows": 13, "expanded_rows": 39,
+         "lightings": LIGHTS, "image_ext": ".jpg", "missing_images": 0, "per_label": PER_LABEL}
+    (results / "metrics.json").write_text(json.dumps(m))
+    (results / "weak_samples_breakdown.txt").write_text(
+        "label    count  pct   misclassified  marginal\nPASS     5  38.5%  4  1\n")
+
+
+def build(tmp_path):
+    results, train = make_results(tmp_path, PASS + NO_PASS)
+    write_metrics(results)
+    run_spot_check(results, LIGHTS, ".jpg")
+    return results
+
+
+def section_text(md: str, name: str) -> str:
+    m = re.search(rf"^## \d+\. {re.escape(name)}\n(.*?)(?=^## |\Z)", md, re.S | re.M)
+    assert m, f"section {name} missing"
+    return m.group(1)
+
+
+def test_draft_has_structure_numbers_labels_and_links(tmp_path):
+    results = build(tmp_path)
+    info = draft(results)
+    md = (results / "RCA_Report.draft.md").read_text()
+    assert not (results / "RCA_Report.md").exists()
+    headings = re.findall(r"^## (\d+)\. (.+)$", md, re.M)
+    assert headings == [(str(i), s) for i, s in enumerate(rr.RCA_SECTIONS, 1)]
+    thr = section_text(md, "Threshold Selection")
+    assert "0.123456789" in thr and "sweep" in thr
+    for key, value in CM.items():
+        assert f"{key.upper()} = {value} |" in thr
+    assert "| Precision | 0.8176 |" in thr and "| FAR (false-alarm rate) | 0.0715 |" in thr
+    assert "640 candidate thresholds" in thr and "212 of them" in thr
+    assert "![Score distribution" in thr and "(score_distribution.png)" in thr
+    with Image.open(results / "score_distribution.png") as im:
+        assert im.format == "PNG"
+    per_label = section_text(md, "Per-Label Breakdown")
+    rows = [line for line in per_label.splitlines() if line.startswith("| ")][1:]
+    assert sorted(r.split("|")[1].strip() for r in rows) == sorted(label_cell(k) for k in PER_LABEL)
+    assert "| ' pass ' | PASS | 1 | 1 | 100.0% |" in per_label
+    assert "| PASS | PASS | 1301 | 93 | 7.1% |" in per_label
+    assert "| passed | NO_PASS | 20 |" in per_label
+    assert "| RARE_LABEL | NO_PASS | 7 | 0 | 0.0% |" in per_label
+    spot = section_text(md, "Visual Spot Check")
+    links = re.findall(r"\]\((rca_images/[^)]+\.png)\)", spot)
+    assert len(links) == 10 and all((results / link).is_file() for link in links)
+    assert spot.count("|  |") >= 10  # empty Verdict cells for the agent
+    top = section_text(md, "Top-K Weakest Samples")
+    top_rows = [line for line in top.splitlines() if re.match(r"\| \d+ \|", line)]
+    samples = [r.split("|")[3].strip() for r in top_rows]
+    assert len(samples) == len(set(samples))  # one row per sample, never per lighting
+    assert "| 1 | PASS | p/1/C1 | 0.9000 | 0.4000 | wrong |" in top
+    weak = section_text(md, "Weakness Distribution")
+    assert "| MISSING | 2 |" in weak and "```text" in weak
+    assert info["placeholders"] == md.count("<!-- AGENT:") >= 7
+    assert info["variant"] == "full"
+
+
+def test_histogram_uses_full_csv_when_given(tmp_path, capsys):
+    results = build(tmp_path)
+    inf = tmp_path / "exp" / "inference"
+    inf.mkdir()
+    (inf / "inference.csv").write_text("input_path,object_name,label,siamese_score\n"
+                                       "a,b,PASS,0.1\na,c,MISSING,0.9\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts/draft_report.py"), str(results),
+                           "--inference-dir", str(inf), "--json"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    md = (results / "RCA_Report.draft.md").read_text()
+    assert "every row of the inference CSV" in md
+    bad = subprocess.run([sys.executable, str(ROOT / "scripts/draft_report.py"), str(results),
+                          "--inference-dir", str(inf / "inference.csv" / "x")],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+
+
+def test_unreachable_variant(tmp_path):
+    results = tmp_path / "rca"
+    results.mkdir()
+    text = "NO_PASS recall 0.9731 is the best any threshold reaches; min_recall=1.0 is unreachable"
+    (results / "unreachable_kpi.txt").write_text(text + "\n")
+    info = draft(results)
+    md = (results / "RCA_Report.draft.md").read_text()
+    headings = [h for _, h in re.findall(r"^## (\d+)\. (.+)$", md, re.M)]
+    assert headings == list(rr.RCA_UNREACHABLE_SECTIONS)
+    assert "> " + text in section_text(md, "Unreachable KPI")
+    assert "Visual Spot Check" not in md and "rca_images/" not in md
+    assert "retrain" in section_text(md, "Recommended Actions")
+    assert info["variant"] == "unreachable" and info["plot"] is None
+
+
+def test_empty_results_dir_is_usage_error(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts/draft_report.py"), str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "metrics.json" in proc.stderr
+    assert list(tmp_path.iterdir()) == []

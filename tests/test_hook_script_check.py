@@ -1,0 +1,142 @@
+"""The Bash hook (hooks/check_script_output.py): which commands it reads and what it says."""
+from __future__ import annotations
+
+import pytest
+from test_hook_report_check import feedback, hook_env, run_hook
+
+from tao_aoi.hooks import report_rules as rr
+from tao_aoi.hooks.script_check import check, family_of
+
+DS = '"$TAO_SKILL_BANK_PYTHON" "$TAO_SKILL_BANK_PATH/scripts/data_services.py"'
+DOCKER = ("docker run --gpus all --rm --ipc=host -v /ws:/ws -w /ws "
+          "nvcr.io/nvidia/tao/tao-toolkit:7.1.0-data-services")
+
+
+def bash(tmp_path, command, stdout="", stderr="", interrupted=False, **env):
+    event = {"session_id": "s", "transcript_path": "", "cwd": str(tmp_path),
+             "hook_event_name": "PostToolUse", "tool_name": "Bash",
+             "tool_input": {"command": command, "description": "run"},
+             "tool_response": {"stdout": stdout, "stderr": stderr, "interrupted": interrupted,
+                               "isImage": False}}
+    rc, out, err = run_hook("check_script_output.py", event, hook_env(tmp_path, **env))
+    assert rc == 0, err
+    return feedback(out)
+
+
+@pytest.mark.parametrize("command,family", [
+    (f"{DS} gap_analysis vcn_aoi -e spec.yaml", "rca"),
+    (f"{DOCKER} gap_analysis vcn_aoi -e /ws/spec.yaml", "rca"),
+    ("python3 $TAO_SKILL_BANK_PATH/scripts/spot_check.py --results r", "rca"),
+    ("python3 scripts/draft_report.py r", "rca"),
+    ("python3 scripts/route_samples.py --gaps g.parquet", "routing"),
+    (f"{DS} embedding image_embeddings -e e.yaml", "mining"),
+    (f"$DS tmm  nearest_neighbors -e m.yaml", "mining"),
+    ("python3 scripts/pool_to_parquet.py pool.csv", "mining"),
+    ("python3 scripts/mining_ledger.py add", "mining"),
+    ("python3 scripts/preflight.py --for mining", "mining"),
+    ("python3 scripts/preflight.py --for routing", "routing"),
+    ("python3 scripts/preflight.py", "rca"),
+    ("docker run --rm hello-world", "rca"),
+    ("ls -la && echo docker", None),
+    ("git status", None),
+    ("cat data_services.md", None),
+])
+def test_family_by_command(command, family):
+    assert family_of(command) == family
+
+
+def test_unrelated_and_clean_commands_are_quiet(tmp_path):
+    assert bash(tmp_path, "ls /nonexistent", stderr="ls: cannot access '/nonexistent': No such "
+                "file or directory\nTraceback (most recent call last):\nValueError: x") == ""
+    assert bash(tmp_path, f"{DS} gap_analysis vcn_aoi -e /ws/spec.yaml",
+                stdout="backend: local (no docker)\nthreshold: 0.42\nkept rows: 120\n") == ""
+
+
+def test_traceback_and_usage_error(tmp_path):
+    out = bash(tmp_path, f"{DS} gap_analysis vcn_aoi -e /ws/spec.yaml",
+               stderr="Traceback (most recent call last):\n  File \"x.py\", line 3, in <module>\n"
+                      "    main()\nKeyError: 'siamese_score'\n")
+    assert out.startswith("tao-aoi rca script check:")
+    assert "crashed with `KeyError: 'siamese_score'`" in out
+    out = bash(tmp_path, "python3 scripts/route_samples.py --gaps /x.parquet",
+               stderr="route_samples: error: --gaps /x.parquet does not exist\n")
+    assert "`route_samples: error: --gaps /x.parquet does not exist`" in out
+    assert "tao-aoi routing script check" in out
+
+
+def test_empty_output_from_analysis_command(tmp_path):
+    command = f"{DS} embedding image_embeddings -e /ws/e.yaml"
+    assert "printed nothing" in bash(tmp_path, command)
+    assert bash(tmp_path, command + " > /ws/log.txt 2>&1") == ""     # redirected: silence expected
+    assert bash(tmp_path, "python3 scripts/draft_report.py r") == ""   # not an analysis command
+    assert "interrupted" in bash(tmp_path, command, interrupted=True)
+
+
+@pytest.mark.parametrize("stderr,expected", [
+    ("bash: docker: command not found", "docker is not usable"),
+    ("docker: Cannot connect to the Docker daemon at unix:///var/run/docker.sock.", "docker is not usable"),
+    ("Unable to find image 'nvcr.io/nvidia/tao/tao-toolkit:7.1.0-data-services' locally\n"
+     "docker: Error response from daemon: manifest unknown.", "`nvcr.io/nvidia/tao/tao-toolkit:7.1.0-data-services` is not available"),
+    ("docker: Error response from daemon: pull access denied for tao, repository does not exist",
+     "`tao` is not available"),
+    ("KeyError: 'getpwuid(): uid not found: 1000'", "drop `--user`"),
+    ("docker: Error response from daemon: could not select device driver \"\" with capabilities: [[gpu]].",
+     "no GPU is reachable"),
+    ("nvidia-container-cli: initialization error: nvml error: driver not loaded", "no GPU is reachable"),
+    ("FileNotFoundError: [Errno 2] No such file or directory: '/ws/exp/inference/inference.csv'",
+     "`/ws/exp/inference/inference.csv` was not found inside the container"),
+])
+def test_docker_failure_modes(tmp_path, stderr, expected):
+    command = (f"{DOCKER} gap_analysis vcn_aoi -e /ws/spec.yaml "
+               "inference_results_dir=/ws/exp/inference results_dir=/ws/out")
+    out = bash(tmp_path, command, stderr=stderr)
+    assert expected in out
+
+
+def test_successful_pull_is_not_a_failure(tmp_path):
+    out = bash(tmp_path, f"{DOCKER} gap_analysis vcn_aoi -e /ws/spec.yaml",
+               stdout="backend: docker\nthreshold 0.4\n",
+               stderr="Unable to find image 'img:1' locally\n1: Pulling from x\nStatus: Downloaded newer image for img:1\n")
+    assert out == ""
+
+
+def test_docker_command_line_problems():
+    command = ("docker run --gpus all --rm --user 1000:1000 -v /data/ws:/workspace -w /workspace "
+               "img:1 gap_analysis vcn_aoi -e /workspace/spec.yaml results_dir=/tmp/out")
+    bullets = check(command, "backend: docker", "")
+    text = "\n".join(bullets)
+    assert "do not pass `--user`" in text
+    assert "maps the workspace to a different path" in text
+    assert "`/tmp/out` is not under any `-v` mount" in text
+    # same-path mount with everything under it, or an unexpanded $W: nothing static to say
+    assert check(f"{DOCKER} gap_analysis vcn_aoi -e /ws/spec.yaml results_dir=/ws/out", "x", "") == []
+    assert check('docker run --rm -v "$W":"$W" -w "$W" img tmm nearest_neighbors -e /else/m.yaml',
+                 "x", "") == []
+
+
+def test_missing_path_from_local_runner_and_unset_bank_path(tmp_path):
+    out = bash(tmp_path, "python3 /scripts/data_services.py gap_analysis vcn_aoi -e /ws/s.yaml",
+               stderr="python3: can't open file '/scripts/data_services.py': [Errno 2] No such file or directory")
+    assert "`$TAO_SKILL_BANK_PATH` is empty" in out
+
+
+@pytest.mark.parametrize("marker,expected", [
+    (rr.MARK_UNREACHABLE, "skip the visual spot check"),
+    (rr.MARK_WRONG_SIDE, "explicit positive `top_k_per_label"),
+    (rr.MARK_LABEL_FILTER_NOOP, "the label filter did nothing"),
+    (rr.MARK_DROPPED_LABELS, "Dropped Labels section"),
+    (rr.MARK_MISSING_IMAGES, "kpi_media_path"),
+])
+def test_markers(tmp_path, marker, expected):
+    out = bash(tmp_path, f"{DS} gap_analysis vcn_aoi -e /ws/spec.yaml",
+               stdout=f"backend: local\n{marker} details: LIFTED_LEAD, SHORT\n")
+    assert expected in out
+    if marker in (rr.MARK_DROPPED_LABELS, rr.MARK_LABEL_FILTER_NOOP):
+        assert "LIFTED_LEAD, SHORT" in out   # the tool's own line is repeated
+
+
+def test_toggles_silence_only_their_family(tmp_path):
+    stderr = "Traceback (most recent call last):\nValueError: boom"
+    assert bash(tmp_path, "python3 scripts/route_samples.py", stderr=stderr, ROUTING_HOOKS="0") == ""
+    assert "boom" in bash(tmp_path, "python3 scripts/route_samples.py", stderr=stderr, RCA_HOOKS="0")
+    assert bash(tmp_path, "python3 scripts/spot_check.py", stderr=stderr, RCA_HOOKS="false") == ""

@@ -1,0 +1,61 @@
+"""scripts/write_spec.py: validated, atomic spec files that the runner accepts."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tao_aoi import specs
+from tao_aoi.cli import UsageError
+from conftest import run_script
+
+
+def test_writes_a_spec_the_runner_accepts(tmp_path):
+    out = tmp_path / "ws" / "rca" / "vcn_aoi_spec.yaml"
+    res = run_script("write_spec.py", "gap_analysis", "vcn_aoi", "--out", out, "--workspace", tmp_path / "ws",
+                     "inference_results_dir=/e/inference", "train_config=/e/train.yaml", "min_recall=1",
+                     "top_k_per_label=20")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == str(out)
+    doc = yaml.safe_load(out.read_text())
+    assert list(doc) == ["inference_results_dir", "train_config", "kpi_media_path", "results_dir",
+                         "min_recall", "top_k_per_label", "threshold"]
+    assert doc["kpi_media_path"] == "???" and doc["min_recall"] == 1.0 and doc["top_k_per_label"] == 20
+    res = run_script("data_services.py", "gap_analysis", "vcn_aoi", "-e", out, "--cfg=job",
+                     "kpi_media_path=/m", "results_dir=/r")
+    assert res.returncode == 0, res.stderr
+    assert yaml.safe_load(res.stdout)["kpi_media_path"] == "/m"
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["bogus=1"], "unknown key(s) 'bogus'"),
+    (["top_k_per_label=2.5"], "top_k_per_label: expected an integer or null"),
+    (["min_recall=abc"], "min_recall: expected a number"),
+    (["--out", "{tmp}/elsewhere/spec.yaml"], "outside the workspace"),
+])
+def test_refusals_exit_2_and_write_nothing(tmp_path, args, needle):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    out = ws / "spec.yaml"
+    argv = ["gap_analysis", "vcn_aoi", "--workspace", ws]
+    argv += [a.format(tmp=tmp_path) for a in args]
+    if "--out" not in args:
+        argv += ["--out", out]
+    res = run_script("write_spec.py", *argv)
+    assert res.returncode == 2
+    assert needle in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not out.exists() and not (tmp_path / "elsewhere").exists()
+
+
+def test_symlink_escape_is_refused(tmp_path):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "link").symlink_to(tmp_path)
+    with pytest.raises(UsageError, match="outside the workspace"):
+        specs.write_spec("gap_analysis", "vcn_aoi", {}, ws / "link" / "x.yaml", workspace=ws)
+
+
+def test_old_names_are_written_under_new_names(tmp_path, capsys):
+    path = specs.write_spec("gap_analysis", "vcn_aoi", {"output_dir": "/o"}, tmp_path / "s.yaml",
+                            aliases={"output_dir": "results_dir"})
+    assert yaml.safe_load(path.read_text())["results_dir"] == "/o"
+    assert "old name" in capsys.readouterr().err
