@@ -121,8 +121,7 @@ def main(argv=None) -> int:
         from tao_aoi.hooks.redact import redact_stream
 
         start = time.perf_counter()
-        with open(transcript, encoding="utf-8", newline="") as src, \
-                open(tmp / "redacted.jsonl", "w", encoding="utf-8", newline="") as dst:
+        with open(transcript, "rb") as src, open(tmp / "redacted.jsonl", "wb") as dst:
             redact_stream(src, dst)
         redact_s = time.perf_counter() - start
         rows.append({"measure": f"redact_stream alone ({mb:.0f} MB, {n_lines} lines)",

@@ -5,7 +5,6 @@ The module itself imports only the standard library (the session-start hook may 
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 from typing import Sequence
@@ -94,6 +93,8 @@ def resolve_image(key: str = DATA_SERVICES_IMAGE_KEY, root: Path | None = None) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import argparse  # here, not at the top: the session-start hook imports this module
+
     parser = argparse.ArgumentParser(
         prog="resolve_image.py",
         description="Print the pinned container image URI stored under a dotted key of the "

@@ -28,6 +28,7 @@ DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of scratch for one block of scores
 # on the rows that need a full selection (+ headroom).
 _BYTES_PER_ELEMENT = 20
 _PAD_INDEX = np.iinfo(np.int64).max
+_FIRST_BLOCK = 4096
 
 
 def canonical_metric(name: str) -> str:
@@ -87,13 +88,15 @@ def _select_rows(scores: np.ndarray, k: int, col_offset: int) -> tuple[np.ndarra
 
 def topk(targets: np.ndarray, sources: np.ndarray, k: int, metric: str = "cosine", *,
          normalized: bool = False, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+         first_block: int = _FIRST_BLOCK,
          progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k neighbours of each target among the sources.
 
     targets: (T, D), sources: (N, D) float arrays (float32 is used internally; sources
     already float32 and C-contiguous are not copied). ``normalized=True`` promises that
     rows are L2-normalised (cosine skips the per-column rescale). ``progress`` is called
-    with the number of source rows finished after each source block.
+    with the number of source rows finished after each source block. ``first_block`` is
+    the width of the first source block (tests shrink it to exercise every path).
 
     Returns (indices int64 (T, min(k, N)), distances float64 (T, min(k, N))), each row
     sorted by (distance, source index).
@@ -133,8 +136,12 @@ def topk(targets: np.ndarray, sources: np.ndarray, k: int, metric: str = "cosine
     score_buf = np.empty(tb * sb, np.float32)
     mask_buf = np.empty(tb * sb, np.bool_)
 
-    for c0 in range(0, n_s, sb):
-        c1 = min(n_s, c0 + sb)
+    # The first source block is kept small: it seeds every target's running top-k with a
+    # full selection (argpartition); later blocks only touch entries that beat it.
+    first = min(sb, max(4 * kk, first_block))
+    starts = [0] + list(range(first, n_s, sb))
+    for c0 in starts:
+        c1 = min(n_s, c0 + (first if c0 == 0 else sb))
         sblk = src[c0:c1]
         for r0 in range(0, n_t, tb):
             r1 = min(n_t, r0 + tb)
@@ -154,25 +161,34 @@ def topk(targets: np.ndarray, sources: np.ndarray, k: int, metric: str = "cosine
             counts = np.count_nonzero(mask, axis=1)
             heavy = np.flatnonzero(counts > kk) if nc > kk else np.zeros(0, np.int64)
             light = np.flatnonzero((counts > 0) & ((counts <= kk) if nc > kk else True))
-            if heavy.size:
-                # Chunks keep the int64 argpartition scratch within the budget.
+            dense = heavy.size and int(counts[heavy].max()) * 4 > nc
+            if dense:
+                # Many candidates per row (first block, adversarial order): select on the
+                # full rows, in chunks that keep the int64 argpartition scratch in budget.
                 step = max(1, (memory_budget // 3) // max(1, nc * 12))
                 for h0 in range(0, heavy.size, step):
                     rows = heavy[h0:h0 + step]
                     ns, ni = _select_rows(scores[rows], kk, c0)
                     g = rows + r0
                     best_s[g], best_i[g] = _merge(best_s[g], best_i[g], ns, ni, kk)
-            if light.size:
-                sub = mask[light]
-                rr, cc = np.nonzero(sub)
-                # Position of each candidate within its row (rr is sorted by row).
-                starts = np.searchsorted(rr, np.arange(light.size))
+            for rows, select in ((light, False), (heavy if not dense else heavy[:0], True)):
+                if not rows.size:
+                    continue
+                # Gather each row's candidates into a padded (rows, width) matrix; nonzero
+                # lists them by row, in increasing column (= source index) order.
+                rr, cc = np.nonzero(mask[rows])
+                cnt = counts[rows]
+                starts = np.concatenate(([0], np.cumsum(cnt)[:-1]))
                 pos = np.arange(rr.size) - starts[rr]
-                ns = np.full((light.size, kk), -np.inf, np.float32)
-                ni = np.full((light.size, kk), _PAD_INDEX, np.int64)
-                ns[rr, pos] = scores[light[rr], cc]
+                width = int(cnt.max()) if select else kk
+                ns = np.full((rows.size, width), -np.inf, np.float32)
+                ni = np.full((rows.size, width), _PAD_INDEX, np.int64)
+                ns[rr, pos] = scores[rows[rr], cc]
                 ni[rr, pos] = cc + c0
-                g = light + r0
+                if select:  # every row has more than kk real candidates
+                    ns, sel = _select_rows(ns, kk, 0)
+                    ni = np.take_along_axis(ni, sel, axis=1)
+                g = rows + r0
                 best_s[g], best_i[g] = _merge(best_s[g], best_i[g], ns, ni, kk)
         if progress is not None:
             progress(c1 - c0)

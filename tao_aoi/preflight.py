@@ -6,6 +6,7 @@ so every path the run reads or writes must lie under it.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -13,12 +14,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from tao_aoi import backend
+from tao_aoi import atomic, backend
 from tao_aoi.bank import DATA_SERVICES_IMAGE_KEY, bank_root, resolve_image
 from tao_aoi.cli import UsageError
 from tao_aoi.hooks.report_rules import MARK_BACKEND
 
-SHELL_VARS = ("DS", "DS_BACKEND", "WORKSPACE", "DS_IMAGE")
+SHELL_VARS = ("DS", "DS_CMD", "DS_BACKEND", "WORKSPACE", "DS_IMAGE")
 
 
 def _abs(path: str) -> Path:
@@ -63,9 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                "  python3 scripts/preflight.py --paths /data/exp/inference /data/exp/train.yaml\n"
                "  # set DS, DS_BACKEND, WORKSPACE, DS_IMAGE in this shell, then run an action\n"
                "  eval \"$(python3 scripts/preflight.py --workspace /data --shell)\"\n"
-               "  $DS gap_analysis vcn_aoi -e \"$SPEC\" results_dir=/data/exp/rca\n\n"
-               "$DS is shell-quoted: when the workspace path holds spaces run it through eval,\n"
-               "e.g. eval \"$DS gap_analysis vcn_aoi -e spec.yaml\".",
+               "  \"$DS\" gap_analysis vcn_aoi -e \"$SPEC\" results_dir=/data/exp/rca\n\n"
+               "With --shell, $DS is the path of a one-line launcher script that runs the prefix\n"
+               "(kept under ~/.cache/tao-aoi/launchers), so \"$DS\" works whatever spaces the\n"
+               "workspace or bank paths hold; $DS_CMD holds the same prefix as one shell string.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workspace", help="folder mounted into the container at the same path "
                         "(default: the common folder of --paths, else the current directory)")
@@ -111,8 +113,31 @@ def backend_line(result: dict) -> str:
     return f"{MARK_BACKEND} {result['backend']} ({result['reason']})"
 
 
+def launcher_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tao-aoi" / "launchers"
+
+
+def write_launcher(result: dict) -> Path:
+    """An executable that runs the prefix with its own arguments appended.
+
+    A shell variable cannot hold an argv: ``$DS args`` splits quoted paths apart. One file
+    per distinct prefix (named by its hash), so concurrent runs never rewrite each other's.
+    """
+    # The runner prints this reason on its first line, so the log says why it ran locally.
+    body = (f"#!/bin/sh\n# data-services launcher written by preflight.py\n"
+            f"DS_BACKEND_REASON={shlex.quote(result['reason'])} exec {result['ds']} \"$@\"\n")
+    digest = hashlib.sha256(body.encode()).hexdigest()[:16]
+    dest = launcher_dir() / f"ds-{result['backend']}-{digest}"
+    if not dest.exists():
+        atomic.write_text(dest, body)
+        dest.chmod(0o755)
+    return dest
+
+
 def shell_lines(result: dict) -> list[str]:
-    values = {"DS": result["ds"], "DS_BACKEND": result["backend"],
+    values = {"DS": str(write_launcher(result)), "DS_CMD": result["ds"],
+              "DS_BACKEND": result["backend"],
               "WORKSPACE": result["workspace"], "DS_IMAGE": result["image"]}
     return [f"# {backend_line(result)}"] + [f"export {k}={shlex.quote(values[k])}" for k in SHELL_VARS]
 

@@ -51,7 +51,16 @@ def parse_label_set(text: str) -> tuple[str, ...]:
     return tuple(labels)
 
 
-def read_table(path: Path, what: str):
+def _columns_of(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    if path.suffix.lower() == ".csv":
+        import pandas as pd
+        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    return list(pq.read_schema(path).names)
+
+
+def read_table(path: Path, what: str, columns: list[str] | None = None):
     """Read a parquet or CSV file as an Arrow table; UsageError on anything unreadable."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -62,9 +71,11 @@ def read_table(path: Path, what: str):
     try:
         if suffix == ".csv":
             import pandas as pd
-            return pa.Table.from_pandas(pd.read_csv(path), preserve_index=False)
+            # labels stay text ("007" is not 7); only the needed columns when asked
+            df = pd.read_csv(path, dtype={"label": str}, usecols=columns)
+            return pa.Table.from_pandas(df, preserve_index=False)
         if suffix in (".parquet", ".pq"):
-            return pq.read_table(path)
+            return pq.read_table(path, columns=columns)
     except Exception as exc:
         raise UsageError(f"cannot read {what} {path}: {exc}") from exc
     raise UsageError(f"{what} must be a .parquet or .csv file, got {path.name}")
@@ -286,11 +297,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         pool_labels = None
         if args.pool is not None:
             pool_path = args.pool.resolve()
-            pool = read_table(pool_path, "pool file")
-            if "label" not in pool.column_names:
-                raise UsageError(f"pool file has no 'label' column (columns: "
-                                 f"{', '.join(pool.column_names) or 'none'}); routing to "
-                                 "mining needs the labels the pool holds")
+            if pool_path.is_file() and pool_path.suffix.lower() in (".csv", ".parquet", ".pq"):
+                try:
+                    names = _columns_of(pool_path)
+                except Exception as exc:
+                    raise UsageError(f"cannot read pool file {pool_path}: {exc}") from exc
+                if "label" not in names:
+                    raise UsageError(f"pool file has no 'label' column (columns: "
+                                     f"{', '.join(names) or 'none'}); routing to "
+                                     "mining needs the labels the pool holds")
+            pool = read_table(pool_path, "pool file", columns=["label"])
             pool_labels = {norm_label(v) for v in pool.column("label").to_pylist()
                            if v is not None and norm_label(v) != MISSING_LABEL}
         routing, mining, anomalygen = route_table(gaps, pool_labels, labels)

@@ -7,8 +7,8 @@ Selection (deterministic):
 3. in each class sort by weakness descending, ties by input_path then object_name; take 5.
 
 Each picked image becomes a 128x128 PNG (aspect kept, padded) in ``<results>/rca_images/``
-named ``NN_<LABEL>_<object>.png``; a missing or unreadable image is a row in the table
-with its status, never a crash. ``rca_images/spot_check.json`` feeds the draft report.
+named ``NN_<LABEL>_<object>.png``; a missing or unreadable image is never a crash: its
+row keeps the status and links a grey ``..._NO-IMAGE.png`` stand-in tile. ``rca_images/spot_check.json`` feeds the draft report.
 """
 from __future__ import annotations
 
@@ -71,12 +71,17 @@ def run_spot_check(results_dir: str | os.PathLike, lightings: Sequence[str], ima
             src = str(rec["filepath"])
             status, image = "ok", f"{rr.RCA_IMAGES_DIR}/{name}"
             if not os.path.exists(src):
-                status, image = "missing", None
+                status = "missing"
             else:
                 try:
                     square_thumbnail(src, img_dir / name, size)
                 except Exception as exc:
-                    status, image = f"unreadable ({type(exc).__name__})", None
+                    status = f"unreadable ({type(exc).__name__})"
+            if status != "ok":
+                # a labelled stand-in keeps the table complete (one linked image per row)
+                name = name[:-4] + "_NO-IMAGE.png"
+                image = f"{rr.RCA_IMAGES_DIR}/{name}"
+                _placeholder(img_dir / name, size, status)
             weakness = _float(rec["weakness"])
             samples.append({
                 "rank": n, "class": cls, "label": str(rec["label"]),
@@ -102,6 +107,21 @@ def run_spot_check(results_dir: str | os.PathLike, lightings: Sequence[str], ima
 
     write_text(img_dir / SPOT_CHECK_JSON, json.dumps(doc, indent=2) + "\n")
     return doc
+
+
+def _placeholder(dest: Path, size: int, status: str) -> None:
+    """A grey tile with a cross and the status word, for an image that could not be shown."""
+    from PIL import Image, ImageDraw
+
+    from tao_aoi.atomic import atomic_path
+
+    im = Image.new("RGB", (size, size), (90, 90, 90))
+    d = ImageDraw.Draw(im)
+    d.line([(0, 0), (size - 1, size - 1)], fill=(160, 40, 40), width=3)
+    d.line([(0, size - 1), (size - 1, 0)], fill=(160, 40, 40), width=3)
+    d.text((6, size // 2 - 6), status.split(" ")[0].upper(), fill=(255, 255, 255))
+    with atomic_path(dest) as tmp:
+        im.save(tmp, format="PNG")
 
 
 def _remove_previous(img_dir: Path) -> None:
@@ -140,7 +160,9 @@ def markdown_table(doc: dict, verdicts: bool = True) -> str:
         rule += "---|"
     lines = [head, rule]
     for s in doc["samples"]:
-        img = f"![{s['rank']:02d}]({s['image']})" if s["image"] else f"{s['status']}: `{s['source']}`"
+        img = f"![{s['rank']:02d}]({s['image']})" if s["image"] else ""
+        if s["status"] != "ok":
+            img += f" {s['status']}: `{s['source']}`"
         side = "wrong" if s["misclassified"] else "right"
         row = (f"| {s['rank']} | {img} | {label_cell(s['label'])} | {s['input_path']}/{s['object_name']} | "
                f"{fmt_num(s['siamese_score'])} | {fmt_num(s['weakness'])} | {side} |")

@@ -79,10 +79,13 @@ def test_harmless_text_is_kept():
 
 
 def test_stream_redacts_every_line_and_keeps_line_endings():
-    src = io.StringIO("".join(f"{c[0]}\r\n" if i % 2 else f"{c[0]}\n" for i, c in enumerate(CASES)))
-    dst = io.StringIO()
-    assert redact_stream(src, dst) == len(CASES)
-    out = dst.getvalue()
+    text = "".join(f"{c[0]}\r\n" if i % 2 else f"{c[0]}\n" for i, c in enumerate(CASES))
+    src = io.BytesIO(text.encode() + b"caf\xe9 not utf-8 HF_TOKEN=abcdef123\n")
+    dst = io.BytesIO()
+    assert redact_stream(src, dst) == len(CASES) + 1
+    raw = dst.getvalue()
+    assert raw.endswith(b"caf\xe9 not utf-8 HF_TOKEN=[REDACTED:secret]\n")  # odd bytes pass through
+    out = raw.decode("utf-8", "replace")
     assert not any(s in out for s in SECRETS)
     assert out.count("\r\n") == len(CASES) // 2
     assert redact_text(out) == out  # idempotent

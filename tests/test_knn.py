@@ -38,11 +38,28 @@ def test_matches_brute_force_on_random_data(metric, budget):
     np.testing.assert_allclose(dist, o_dist, atol=1e-6)
 
 
+@pytest.mark.parametrize("order", ["random", "increasing", "decreasing"])
+def test_multi_block_paths(order):
+    # Many blocks after a small first block: the sparse candidate path (random order),
+    # and the dense path when every block beats the last (sources sorted by similarity).
+    rng = np.random.default_rng(7)
+    t = rng.normal(size=(30, 16)).astype(np.float32)
+    s = rng.normal(size=(6000, 16)).astype(np.float32)
+    if order != "random":
+        sim = (knn.l2_normalize_(s.copy()) @ knn.l2_normalize_(t.copy())[0])
+        s = s[np.argsort(sim if order == "increasing" else -sim, kind="stable")]
+    for metric in ("cosine", "l2"):
+        idx, dist = knn.topk(t, s, 8, metric, memory_budget=30 * 1000 * 20, first_block=64)
+        o_idx, o_dist = knn.brute_force(t, s, 8, metric)
+        np.testing.assert_array_equal(idx, o_idx)
+        np.testing.assert_allclose(dist, o_dist, atol=1e-6)
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n_t=st.integers(1, 9), n_s=st.integers(1, 60), d=st.integers(1, 6), k=st.integers(1, 70),
        metric=st.sampled_from(["cosine", "l2", "euclidean"]), budget=st.sampled_from([40, 400, 10**7]),
-       seed=st.integers(0, 2**31 - 1), integer=st.booleans())
-def test_property_against_oracle(n_t, n_s, d, k, metric, budget, seed, integer):
+       seed=st.integers(0, 2**31 - 1), integer=st.booleans(), first=st.sampled_from([1, 8, 4096]))
+def test_property_against_oracle(n_t, n_s, d, k, metric, budget, seed, integer, first):
     rng = np.random.default_rng(seed)
     if integer:  # small integers: many exact ties and duplicate vectors
         t = rng.integers(-2, 3, size=(n_t, d)).astype(np.float32)
@@ -50,7 +67,7 @@ def test_property_against_oracle(n_t, n_s, d, k, metric, budget, seed, integer):
     else:
         t = rng.normal(size=(n_t, d)).astype(np.float32)
         s = rng.normal(size=(n_s, d)).astype(np.float32)
-    idx, dist = knn.topk(t, s, k, metric, memory_budget=budget)
+    idx, dist = knn.topk(t, s, k, metric, memory_budget=budget, first_block=first)
     _check_against_oracle(t, s, k, metric, idx, dist)
     if integer and metric != "cosine":
         # Small-integer L2 arithmetic is exact in float32, so ties are exact and the

@@ -131,6 +131,7 @@ def run_dir(ws: Path) -> Path:
 
 
 @needs_runner
+@pytest.mark.slow
 def test_recipe_end_to_end_baseline(tmp_path):
     targets, pool = make_inputs(tmp_path)
     proc = run_recipe(tmp_path, TOPN=3)
@@ -161,6 +162,7 @@ def test_recipe_end_to_end_baseline(tmp_path):
 
 
 @needs_runner
+@pytest.mark.slow
 def test_recipe_label_filter_keeps_same_label_pairs(tmp_path):
     # targets only PASS and BRIDGE; the pool also holds MISSING, which must never be mined
     make_inputs(tmp_path, target_labels=("PASS", "BRIDGE"))
@@ -178,6 +180,7 @@ def test_recipe_label_filter_keeps_same_label_pairs(tmp_path):
 
 
 @needs_runner
+@pytest.mark.slow
 def test_recipe_ledger_mines_only_novel_images(tmp_path):
     import time
 
@@ -206,6 +209,7 @@ def test_recipe_ledger_mines_only_novel_images(tmp_path):
 
 
 @needs_runner
+@pytest.mark.slow
 def test_recipe_surfaces_label_filter_noop(tmp_path):
     make_inputs(tmp_path, pool_label=False)
     proc = run_recipe(tmp_path, FILTER_BY_LABEL="true")
@@ -225,3 +229,23 @@ def test_recipe_refuses_missing_inputs(tmp_path):
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "TARGET_PARQUET" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_demo_pool_is_deterministic_and_routable(tmp_path):
+    """The demo's synthetic pool: same seed, same bytes; a CSV pool_to_parquet accepts."""
+    from tao_aoi.demo.mining import POOL_COUNTS, make_pool
+
+    csv_a, counts = make_pool(tmp_path / "a", seed=3)
+    csv_b, _ = make_pool(tmp_path / "b", seed=3)
+    assert counts == POOL_COUNTS and "TOMBSTONE" not in counts  # routing has a label to surface
+    a, b = pd.read_csv(csv_a), pd.read_csv(csv_b)
+    assert list(a.columns) == ["filepath", "label"] and len(a) == sum(POOL_COUNTS.values())
+    assert a.equals(b)
+    for fp in a["filepath"][::37]:
+        assert (tmp_path / "a" / fp).read_bytes() == (tmp_path / "b" / fp).read_bytes()
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "pool_to_parquet.py"), str(csv_a),
+                           "--out", str(tmp_path / "p.parquet"), "--check-exists",
+                           "--base-dir", str(tmp_path / "a"), "--json"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["missing_files"] == 0

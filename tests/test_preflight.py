@@ -112,14 +112,19 @@ def test_shell_output_evals_in_bash(tmp_path, workspace, kind):
     cmd = (f"eval \"$({shlex.quote(sys.executable)} {shlex.quote(str(SCRIPT))} "
            f"--workspace {shlex.quote(str(workspace))} --shell)\" || exit 7\n"
            'printf "%s\\n" "$DS_BACKEND" "$WORKSPACE" "$DS_IMAGE"\n'
-           'eval "set -- $DS"; printf "<%s>\\n" "$@"\n'
+           'eval "set -- $DS_CMD"; printf "<%s>\\n" "$@"\n'
+           'printf "%s\\n" "$DS"\n'
            'bash -c \'printf "%s\\n" "$DS_BACKEND"\'\n')  # exported, so children see it
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path / "home")}
     proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[:3] == [kind, str(workspace), IMAGE]
-    assert lines[3:-1] == [f"<{a}>" for a in expected["argv"]]
+    assert lines[3:-2] == [f"<{a}>" for a in expected["argv"]]
+    # $DS is one executable path, so "$DS" args survives spaces in any path
+    launcher = Path(lines[-2])
+    assert launcher.is_relative_to(tmp_path / "home") and os.access(launcher, os.X_OK)
+    assert launcher.read_text().rstrip().endswith(f'exec {expected["ds"]} "$@"')
     assert lines[-1] == kind
     assert f"backend: {kind}" in proc.stderr  # still visible although eval ate stdout
 

@@ -234,3 +234,12 @@ def test_usage_error_type_for_library_callers(tmp_path):
     with pytest.raises(UsageError, match="label"):
         from tao_aoi.routing import route_table
         route_table(pa.table({"filepath": ["a"]}), None, ["PASS"])
+
+
+def test_numeric_looking_labels_stay_text(tmp_path, capsys):
+    pd.DataFrame({"filepath": ["a", "b"], "label": ["007", "7"]}).to_parquet(tmp_path / "g.parquet")
+    (tmp_path / "pool.csv").write_text("filepath,label,extra\np.jpg,007,1\n")
+    code, out, _ = run(["--gaps", tmp_path / "g.parquet", "--pool", tmp_path / "pool.csv",
+                        "--out", tmp_path / "r"], capsys)
+    assert code == 0
+    assert label_lines(out) == {"007": (1, "yes", "no"), "7": (1, "no", "no")}

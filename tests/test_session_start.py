@@ -314,3 +314,13 @@ def test_no_gpu_decides_local_without_running_docker(box):
     proc = box.fire(TAO_AOI_BOOTSTRAP="0")
     assert "Data-services backend: local (no GPU" in proc.stdout
     assert not (box.bin / "docker.calls").exists()
+
+
+def test_without_pyyaml_the_preflight_decides(box):
+    fake_tools(box.bin)
+    # -S: no site-packages, i.e. a bare python3 without PyYAML
+    proc = subprocess.run([sys.executable, "-S", str(HOOK)], input=json.dumps(EVENT),
+                          capture_output=True, text=True, env=box.env(TAO_AOI_BOOTSTRAP="0"))
+    assert proc.returncode == 0
+    assert "Data-services backend: undecided" in proc.stdout and "preflight.py decides" in proc.stdout
+    assert not (box.bin / "docker.calls").exists()

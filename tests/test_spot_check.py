@@ -107,9 +107,15 @@ def test_missing_and_unreadable_images_are_reported_not_fatal(tmp_path, capsys):
     status = {s["object_name"]: s["status"] for s in doc["samples"]}
     assert status["C2"] == "missing" and status["R2"].startswith("unreadable")
     assert sum(v == "ok" for v in status.values()) == 8
-    assert len(list((results / "rca_images").glob("*.png"))) == 8
+    # every row still links one 128x128 image: the two bad ones get a labelled stand-in
+    stand_ins = sorted(p.name for p in (results / "rca_images").glob("*_NO-IMAGE.png"))
+    assert stand_ins == ["02_PASS_C2_NO-IMAGE.png", "07_BRIDGE_R2_NO-IMAGE.png"]
+    assert len(list((results / "rca_images").glob("*.png"))) == 10
+    with Image.open(results / "rca_images" / stand_ins[0]) as im:
+        assert im.size == (128, 128)
     assert "WARNING [missing-images]" in proc.stdout
-    assert "missing: `" in proc.stdout and "| Verdict |" in proc.stdout
+    assert "| ![02](rca_images/02_PASS_C2_NO-IMAGE.png) missing: `" in proc.stdout
+    assert "| Verdict |" in proc.stdout
 
 
 def test_fewer_than_five_in_a_class_takes_what_exists(tmp_path):

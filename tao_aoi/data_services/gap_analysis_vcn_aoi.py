@@ -96,7 +96,7 @@ def read_inference(path: Path):
     table = table.rename_columns([c.strip() for c in table.column_names])
     if table.num_rows == 0:
         raise UsageError(f"{path} is empty (a header and no rows)")
-    scores = table.column("siamese_score").to_numpy(zero_copy_only=False)  # nulls -> NaN
+    scores = float_column(table.column("siamese_score"))
     bad = ~np.isfinite(scores)
     if bad.any():
         rows = np.flatnonzero(bad)
@@ -112,6 +112,46 @@ def read_inference(path: Path):
                           null_rows)
         raise UsageError(f"label is empty on {rows.size} row(s) of {path}: {_lines(rows, rows.size)}")
     return table
+
+
+def float_column(col):
+    """A float64 ChunkedArray as one numpy array, nulls as NaN, without per-chunk conversions."""
+    import numpy as np
+
+    out = np.empty(len(col), dtype=np.float64)
+    pos = 0
+    for chunk in col.chunks:
+        n = len(chunk)
+        if n == 0:
+            continue
+        data = np.frombuffer(chunk.buffers()[1], dtype=np.float64, count=n, offset=chunk.offset * 8)
+        out[pos:pos + n] = data
+        if chunk.null_count:
+            valid = np.asarray(chunk.is_valid())
+            out[pos:pos + n][~valid] = np.nan
+        pos += n
+    return out
+
+
+class StringLookup:
+    """Values of a (many-chunk) string column at a few row indices, without combining chunks."""
+
+    def __init__(self, col):
+        import numpy as np
+
+        self.col = col
+        self.starts = np.cumsum([0] + [len(c) for c in col.chunks])
+
+    def __call__(self, rows) -> list:
+        import numpy as np
+        import pyarrow as pa
+
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size > 2000:  # many rows: one vectorised take
+            return self.col.take(pa.array(rows)).to_pylist()
+        which = np.searchsorted(self.starts, rows, side="right") - 1
+        chunks = self.col.chunks
+        return [chunks[c][int(r - self.starts[c])].as_py() for c, r in zip(which, rows)]
 
 
 def _report_bad_scores(path, pa, pc, pacsv, np):
@@ -291,7 +331,7 @@ def run(cfg: dict) -> int:
     label_names = uniq_names
     pass_code = np.array([ga.is_pass_label(n) for n in label_names], dtype=bool)
     positive = ~pass_code[codes]
-    scores = table.column("siamese_score").to_numpy(zero_copy_only=False)
+    scores = float_column(table.column("siamese_score"))
     n_rows = int(scores.size)
     n_no_pass = int(np.count_nonzero(positive))
     n_pass = n_rows - n_no_pass
@@ -317,12 +357,11 @@ def run(cfg: dict) -> int:
     groups = ga.group_rows(codes, len(label_names))
     per_label = ga.per_label_stats(weakness, misclassified, groups, label_names)
 
-    ip_col = table.column("input_path")
-    on_col = table.column("object_name")
+    ip_of = StringLookup(table.column("input_path"))
+    on_of = StringLookup(table.column("object_name"))
 
     def names(rows):
-        idx = pa.array(rows)
-        return ip_col.take(idx).to_pylist(), on_col.take(idx).to_pylist()
+        return ip_of(rows), on_of(rows)
 
     kept, selection_mode = ga.select_rows(weakness, misclassified, groups, top_k, names)
     kept_ip, kept_on = names(kept)

@@ -192,6 +192,7 @@ def routing_report(route: dict, route_dir: Path, pool_counts: dict[str, int]) ->
         f"Counts are rows of the gaps parquet (one per sample and lighting) and unique {unit}.", "",
         "## 3. Per-Label Routing Decisions",
         _table(["label", "rows", "samples", "mining", "AnomalyGen", "why"], rows), "",
+        _spellings(labels), "",
         "## 4. Module-Level Summaries",
         f"**Mining**: {route['mining']['rows']} rows, {n(route['mining'])} samples, labels "
         f"{', '.join(x['label'] for x in labels if x['mining']) or 'none'}; file "
@@ -202,6 +203,16 @@ def routing_report(route: dict, route_dir: Path, pool_counts: dict[str, int]) ->
         "## 5. Dropped Labels", dropped_text, "",
         "## 6. Recommended Actions",
         "\n".join(f"{i}. {a}" for i, a in enumerate(actions, 1)), ""])
+
+
+def _spellings(labels: list[dict]) -> str:
+    merged = [x for x in labels if len(x.get("spellings") or []) > 1]
+    if not merged:
+        return "Every label is written one way in the gaps file."
+    return ("Labels are compared stripped and upper-cased, so these spellings were routed "
+            "together (the rows keep their original text): " + "; ".join(
+                f"{x['label']} as {', '.join(repr(v) for v in x['spellings'])}" for x in merged)
+            + ". Fix the spelling at the source so later tools do not split them.")
 
 
 def run_routing(ctx, pool_csv: Path, pool_counts: dict[str, int]) -> tuple[Path, dict]:
@@ -255,8 +266,9 @@ def _label_counts(path: Path, unique_samples: bool = False) -> dict[str, int] | 
     return {str(k): int(v) for k, v in sorted(df["label"].value_counts().items())}
 
 
-def mining_report(run: Path, route: dict, pool_counts: dict[str, int], stdout: str,
+def mining_report(run: Path, route: dict, pool_counts: dict[str, int], output: str,
                   workspace: Path) -> str:
+    """Mining_Report.md from the run's artifacts; ``output`` is the recipe's stderr+stdout."""
     import pandas as pd
 
     enc_t, enc_s = _encoder(run / "target_embeddings.parquet"), _encoder(run / "source_embeddings.parquet")
@@ -273,21 +285,39 @@ def mining_report(run: Path, route: dict, pool_counts: dict[str, int], stdout: s
     missing_files = [fp for fp in mined_df["filepath"]
                      if not (Path(fp) if Path(fp).is_absolute() else workspace / fp).is_file()]
     unique = bool(mined_df["filepath"].is_unique)
-    backend_line = next((ln.strip() for ln in stdout.splitlines()
+    backend_line = next((ln.strip() for ln in output.splitlines()
                          if ln.strip().startswith(rr.MARK_BACKEND)), "backend: local")
+    # Join: credit each mined image to the label of the target it was nearest to.
+    for_label: dict[str, int] = {}
+    cross: dict[str, int] = {}
+    if "nearest_target" in mined_df.columns:
+        tdf = pd.read_parquet(run / "target_embeddings.parquet", columns=["filepath", "label"])
+        owner = tdf.drop_duplicates("filepath").set_index("filepath")["label"].astype(str) \
+            .str.strip().str.upper()
+        served = mined_df["nearest_target"].map(owner)
+        for_label = {str(k): int(v) for k, v in served.value_counts().items()}
+        if "label" in mined_df.columns:
+            own = mined_df["label"].astype(str).str.strip().str.upper()
+            cross = {str(k): int(v) for k, v in served[own != served].value_counts().items()}
     rows = []
     for label in sorted(set(targets) | set(mined)):
-        t, m = targets.get(label, 0), mined.get(label, 0)
+        t, m = targets.get(label, 0), for_label.get(label, mined.get(label, 0))
         rows.append([label, t, target_samples.get(label, "n/a"), pool_counts.get(label, 0), m,
-                     f"{m / t:.2f}" if t else "n/a"])
+                     mined.get(label, 0), cross.get(label, 0), f"{m / t:.2f}" if t else "n/a"])
     starved = [r[0] for r in rows if r[1] and not r[4]]
     thin = min(rows, key=lambda r: (r[4] / r[1]) if r[1] else 1e9)[0] if rows else "n/a"
+    n_cross = sum(cross.values())
+    dist = (mined_df["best_distance"].describe() if "best_distance" in mined_df.columns else None)
 
     verdict = (
         f"This offline demo run mined {n_mined} unique pool images for {n_targets} target rows "
         f"(topn {TOPN}, cosine distance) from a pool of {n_pool} synthetic images. The plumbing "
-        "works end to end: both embedding parquets exist, carry the same encoder identity, the "
-        "k-NN step wrote mined.parquet and mining_summary.txt, and every mined path exists. The "
+        "works end to end: both embedding parquets exist, carry "
+        + ("the same encoder identity" if same else "DIFFERENT encoder identities")
+        + ", and the k-NN step wrote mined.parquet and mining_summary.txt"
+        + (", and every mined path exists. " if not missing_files else
+           f", but {len(missing_files)} mined paths are missing on disk. ")
+        + "The "
         "result is NOT ready for training, because the run used the weight-free `baseline` "
         "encoder, which compares thumbnails and colour histograms rather than defects. Rerun "
         "the same recipe with SigLIP before feeding anything to a training round.")
@@ -314,11 +344,14 @@ def mining_report(run: Path, route: dict, pool_counts: dict[str, int], stdout: s
         "searched every target against every pool image exactly, removed neighbours shared "
         "by several targets, and wrote its own summary, quoted here unchanged:")
     per_label_note = (
-        "Targets count rows of the target parquet (one per sample and lighting); samples are "
-        "unique components; mined counts unique pool images by their pool label. Label "
-        "filtering was off, so a target's neighbours may carry another label; in this demo "
-        "the pool images are drawn with the same renderer as the weak samples, so most "
-        "neighbours share the target's label anyway. "
+        "Target rows count the target parquet (one row per sample and lighting) and target "
+        "samples count unique components. The per-label numbers come from joining the mined "
+        "output with the target embeddings: each mined image names the target it was nearest "
+        "to, and is credited to that target's label (mined for label). Mined with label counts "
+        "the same images by their own pool label, and cross-label counts images whose pool "
+        f"label differs from the label of the target they were found for ({n_cross} in total). "
+        "Label filtering was off, so cross-label neighbours were allowed; the synthetic pool is "
+        "drawn with the same renderer as the weak samples, which is why they stay rare here. "
         + (f"No image was mined for {', '.join(starved)}. " if starved else "")
         + f"The thinnest label relative to its targets is {thin}.")
     sanity = (
@@ -328,7 +361,11 @@ def mining_report(run: Path, route: dict, pool_counts: dict[str, int], stdout: s
         f"Filepaths are {'unique' if unique else 'NOT unique'}; "
         f"{len(missing_files)} mined path(s) are missing on disk. "
         f"Columns written: {', '.join(mined_df.columns)}. The mined images all come from the "
-        "synthetic pool under `source_pool/`, and nothing outside the workspace was read.")
+        "synthetic pool under `source_pool/`, and nothing outside the workspace was read. "
+        + (f"Best distances range from {dist['min']:.4f} to {dist['max']:.4f} (median "
+           f"{dist['50%']:.4f}). Such small cosine distances are typical of the baseline "
+           "encoder on near-identical renders and say nothing about how a real encoder would "
+           "rank these images." if dist is not None else ""))
     actions = [
         "Do not train on this output: rerun the recipe with `MODEL=SigLIP` (the default) on a "
         "machine with the model cached or a GPU container, keeping every other setting.",
@@ -350,8 +387,9 @@ def mining_report(run: Path, route: dict, pool_counts: dict[str, int], stdout: s
         "## 3. Encoder Consistency", encoder, "",
         "## 4. Mining Run", mining, "", "```text", summary, "```", "",
         "## 5. Per-Label Breakdown",
-        _table(["label", "target rows", "target samples", "pool images", "mined", "mined per target row"],
-               rows), "", per_label_note, "",
+        _table(["label", "target rows", "target samples", "pool images", "mined for label",
+                "mined with label", "cross-label", "mined per target row"], rows), "",
+        per_label_note, "",
         "## 6. Output Sanity", sanity, "",
         "## 7. Recommended Actions", "\n".join(f"{i}. {a}" for i, a in enumerate(actions, 1)), ""])
     words = rr.count_words(text)
@@ -380,7 +418,7 @@ def run_mining(ctx, route: dict, pool_csv: Path, pool_counts: dict[str, int]) ->
     sys.stdout.write(proc.stdout)
     _check_bash(ctx, 2, block, proc)
     report = run / "Mining_Report.md"
-    _write_report(ctx, 2, report, mining_report(run, route, pool_counts, proc.stdout + proc.stderr,
+    _write_report(ctx, 2, report, mining_report(run, route, pool_counts, proc.stderr + proc.stdout,
                                                  ctx.workspace), block, proc.stdout)
     return run
 

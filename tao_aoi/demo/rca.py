@@ -128,14 +128,17 @@ def _prose(rca_dir: Path, spot: dict) -> dict[str, str]:
     per_lines = [f"{t}"]
     for label in sorted(per, key=lambda k: (k.strip().upper() != "PASS", k)):
         s = per[label]
-        if label in pass_like:
-            per_lines.append(f"- {label}: {s['n_misclassified']} of {s['total']} rows are false "
-                             f"alarms; the worst sits {_fmt(s['max_weakness'])} above the "
-                             "threshold.")
+        side = ("below" if label in pass_like else "above") + " the threshold"
+        worst = s.get("max_weakness")
+        if s["n_misclassified"]:
+            what = "false alarms" if label in pass_like else "missed defects"
+            per_lines.append(f"- {label}: {s['n_misclassified']} of {s['total']} rows are {what}; "
+                             f"the worst is {_fmt(worst)} on the wrong side (median "
+                             f"{_fmt(s['median_weakness'])}).")
         else:
-            per_lines.append(f"- {label}: {s['total']} rows, none missed at this threshold; the "
-                             f"closest call has weakness {_fmt(s['max_weakness'])} and the "
-                             f"median is {_fmt(s['median_weakness'])}.")
+            per_lines.append(f"- {label}: all {s['total']} rows are on the right side; the "
+                             f"closest sits {_fmt(abs(worst or 0))} {side}, the median weakness "
+                             f"is {_fmt(s['median_weakness'])}.")
     out["per-label"] = "\n".join(per_lines)
     out["actions"] = (
         f"{t}\n"

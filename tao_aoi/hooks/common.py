@@ -24,10 +24,15 @@ def enabled(family: str) -> bool:
     return value not in _OFF_VALUES
 
 
-def log_path() -> Path:
+def data_dir() -> Path:
+    """The plugin's persistent folder: ``$CLAUDE_PLUGIN_DATA``, else ``~/.cache/tao-aoi``."""
     base = os.environ.get("CLAUDE_PLUGIN_DATA") or os.path.join(
         os.path.expanduser("~"), ".cache", "tao-aoi")
-    return Path(base) / "hooks.log"
+    return Path(base)
+
+
+def log_path() -> Path:
+    return data_dir() / "hooks.log"
 
 
 def log(message: str) -> None:

@@ -167,8 +167,7 @@ def _copy_session(event: dict, folder: Path, manifest: dict) -> None:
         return
     fd, tmp = tempfile.mkstemp(prefix=f".{rr.SESSION_FILE}.", suffix=".tmp", dir=folder)
     try:
-        with open(source, encoding="utf-8", errors="surrogateescape", newline="") as src, \
-                os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as dst:
+        with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
             info["lines"] = redact_stream(src, dst)
         os.chmod(tmp, _mode("file"))
         if os.path.isdir(dest) and not os.path.islink(dest):

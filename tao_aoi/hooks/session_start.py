@@ -16,11 +16,11 @@ import traceback
 from pathlib import Path
 
 from tao_aoi import backend
+from tao_aoi.bank import BANK_ENV, resolve_image
 from tao_aoi.hooks import venv
 from tao_aoi.hooks.common import log, read_event
 from tao_aoi.hooks.report_rules import SKILLS
 
-BANK_ENV = "TAO_SKILL_BANK_PATH"
 CREDENTIAL_NAMES = ("NGC_API_KEY", "NGC_CLI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
                     "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "AWS_ACCESS_KEY_ID",
                     "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -74,9 +74,7 @@ def backend_summary(root: Path) -> str:
     if importlib.util.find_spec("yaml") is None:
         return ("undecided: docker and nvidia-smi are on PATH; scripts/preflight.py decides "
                 "(this python3 has no PyYAML to read versions.yaml)")
-    from tao_aoi.bank import resolve_image  # needs PyYAML, present as just checked
-
-    try:
+    try:  # resolve_image needs PyYAML, present as just checked
         image = resolve_image(root=root)
     except Exception as exc:
         return f"undecided: {exc}"

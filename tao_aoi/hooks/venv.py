@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tao_aoi.atomic import atomic_path, write_text
-from tao_aoi.hooks.common import log_path
+from tao_aoi.backend import PYTHON_ENV
+from tao_aoi.hooks.common import data_dir
 
-PYTHON_ENV = "TAO_SKILL_BANK_PYTHON"
 BOOTSTRAP_ENV = "TAO_AOI_BOOTSTRAP"        # 0 = no venv, tools run on python3
 EXTRAS_ENV = "TAO_AOI_EXTRAS"              # e.g. "embeddings"
 PIP_ENV = "TAO_AOI_PIP_INSTALL"            # replaces "<venv python> -m pip install" (tests, mirrors)
@@ -42,11 +42,6 @@ RETRY_FAILED_AFTER_S = 600   # a failed install is retried by a session starting
 FRESH_LOCK_S = 60            # a lock without a pid yet is trusted this long
 _OFF = {"0", "false", "no", "off"}
 _PACKAGE_PARENT = Path(__file__).resolve().parents[2]   # the folder holding tao_aoi/
-
-
-def data_dir() -> Path:
-    # the hook log already lives in the plugin data dir; keep one definition of where that is
-    return log_path().parent
 
 
 def bootstrap_enabled() -> bool:

@@ -48,8 +48,11 @@ def tool_use(name: str, tool_input: dict, text: str = "") -> Step:
     return Step(text=text, tool=name, input=dict(tool_input))
 
 
-def bash(command: str, description: str = "scripted command") -> Step:
-    return tool_use("Bash", {"command": command, "description": description})
+def bash(command: str, description: str = "scripted command", timeout_ms: int | None = None) -> Step:
+    args = {"command": command, "description": description}
+    if timeout_ms:  # the Bash tool's own limit (default 2 minutes, at most 10)
+        args["timeout"] = timeout_ms
+    return tool_use("Bash", args)
 
 
 def write(file_path: str, content: str) -> Step:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import REPO, SKILL_NAMES, bank_python, plugin_skill, require
+from harness import REPO, SKILL_NAMES, bank_python, plugin_skill, require
 from standin import bash, final, skill
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import REPO, require
+from harness import REPO, require
 from standin import bash, final, write
 
 pytestmark = pytest.mark.e2e
