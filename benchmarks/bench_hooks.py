@@ -1,7 +1,7 @@
 """Benchmark the PostToolUse hooks: the cost they add to every tool call, and packaging time.
 
 Measures, with the real entry points run as Claude Code runs them (a fresh ``python3`` process
-fed the event on stdin):
+with the flags hooks/hooks.json gives it, fed the event on stdin):
 
 * ignored-event latency of ``check_script_output.py`` (a plain ``echo``) and
   ``on_report_written.py`` (a Write to ``notes.md``): median of 20 runs, target < 150 ms;
@@ -18,7 +18,6 @@ import base64
 import json
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
@@ -63,9 +62,33 @@ def fake_transcript(path: Path, megabytes: float, seed: int = 0) -> int:
     return lines
 
 
+def real_python3() -> str:
+    """The interpreter ``python3`` resolves to, past any pyenv-style shim script."""
+    try:
+        out = subprocess.run(["python3", "-c", "import sys; print(sys.executable)"],
+                             capture_output=True, text=True, check=True, timeout=30)
+        return out.stdout.strip() or sys.executable
+    except (OSError, subprocess.SubprocessError):
+        return sys.executable
+
+
+def interpreter_flags(script: str) -> list[str]:
+    """The flags hooks/hooks.json passes to python3 for ``script`` (e.g. ``-S``)."""
+    import shlex
+
+    registrations = json.loads((REPO / "hooks" / "hooks.json").read_text())["hooks"]
+    for groups in registrations.values():
+        for group in groups:
+            for hook in group["hooks"]:
+                if script in hook["command"]:
+                    return shlex.split(hook["command"])[1:-1]
+    return []
+
+
 def run_hook(python: str, script: str, event: dict, env: dict) -> tuple[float, str]:
     start = time.perf_counter()
-    proc = subprocess.run([python, str(REPO / "hooks" / script)], input=json.dumps(event),
+    proc = subprocess.run([python, *interpreter_flags(script), str(REPO / "hooks" / script)],
+                          input=json.dumps(event),
                           capture_output=True, text=True, env=env, timeout=120)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
@@ -86,12 +109,13 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      epilog="example: python3 benchmarks/bench_hooks.py --json",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--python", default=shutil.which("python3") or sys.executable,
-                        help="interpreter Claude Code would run the hooks with (default: python3)")
+    parser.add_argument("--python", default=None,
+                        help="interpreter to run the hooks with (default: the real python3)")
     parser.add_argument("--runs", type=int, default=20, help="runs per ignored-event measurement")
     parser.add_argument("--transcript-mb", type=float, default=50.0)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
+    args.python = args.python or real_python3()
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench hooks ") as tmp:
@@ -142,9 +166,10 @@ def main(argv=None) -> int:
                      "runs": len(times)})
 
     if args.json:
-        print(json.dumps({"python": args.python, "rows": rows}, indent=2))
+        print(json.dumps({"python": args.python, "flags": interpreter_flags("on_report_written.py"),
+                          "rows": rows}, indent=2))
         return 0
-    print(f"interpreter: {args.python}")
+    print(f"interpreter: {args.python} {' '.join(interpreter_flags('on_report_written.py'))}")
     print(f"{'measure':<68} {'median':>9} {'max':>9} {'target':>8}  ok")
     for row in rows:
         target = row["target_s"]

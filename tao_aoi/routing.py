@@ -134,13 +134,16 @@ def route_table(gaps, pool_labels: set[str] | None, anomalygen_labels: Sequence[
     pool = set(pool_labels) if pool_labels is not None else set()
     keys_present = [k for k in SAMPLE_KEYS if k in gaps.column_names]
     df = gaps.select(["label", *keys_present]).to_pandas()
-    df["_key"] = [norm_label(v) for v in df["label"]]
+    # normalise each distinct label once, not once per row
+    uniques = df["label"].drop_duplicates()
+    keys = {v: norm_label(v) for v in uniques if v is not None and v == v}
+    df["_key"] = df["label"].map(keys).fillna(MISSING_LABEL)
     mining_mask = df["_key"].isin(pool).to_numpy()
     ag_mask = df["_key"].isin(ag).to_numpy()
 
     routes = []
     for key, part in df.groupby("_key", sort=True):
-        spellings = sorted({str(v) for v in part["label"] if v == v and v is not None})
+        spellings = sorted({str(v) for v in part["label"].dropna().unique()})
         routes.append(LabelRoute(label=key, rows=len(part), samples=_count_samples(part),
                                  mining=key in pool, anomalygen=key in ag,
                                  spellings=spellings))

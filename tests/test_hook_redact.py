@@ -89,3 +89,14 @@ def test_stream_redacts_every_line_and_keeps_line_endings():
     assert not any(s in out for s in SECRETS)
     assert out.count("\r\n") == len(CASES) // 2
     assert redact_text(out) == out  # idempotent
+
+
+def test_block_size_does_not_change_the_result():
+    text = "".join(json.dumps({"command": c[0]}) + "\n" for c in CASES) + "tail without newline " + HF
+    whole = io.BytesIO()
+    redact_stream(io.BytesIO(text.encode()), whole, block=1 << 20)
+    for block in (1, 7, 64, 333):
+        out = io.BytesIO()
+        assert redact_stream(io.BytesIO(text.encode()), out, block=block) == len(CASES) + 1
+        assert out.getvalue() == whole.getvalue()
+    assert not any(s in whole.getvalue().decode() for s in SECRETS)

@@ -44,9 +44,8 @@ def _lines(rows, total: int) -> str:
 def _csv_path(cfg: dict) -> Path:
     d = Path(cfg["inference_results_dir"])
     if d.is_file():
-        hint = d.parent if d.name == CSV_NAME else d.parent
         raise UsageError(f"inference_results_dir={d} is a file; pass the directory that holds "
-                         f"{CSV_NAME} (here: inference_results_dir={hint})")
+                         f"{CSV_NAME} (here: inference_results_dir={d.parent})")
     if not d.is_dir():
         raise UsageError(f"inference_results_dir={d} does not exist (it must be the directory that "
                          f"holds {CSV_NAME})")
@@ -66,11 +65,11 @@ def _read_header(path: Path) -> list[str]:
             raise UsageError(f"{path} cannot be read as CSV: {exc}") from None
     if not header or not any(h.strip() for h in header):
         raise UsageError(f"{path} is empty (no header, no rows)")
-    header = [h.strip() for h in header]
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
+    stripped = [h.strip() for h in header]
+    missing = [c for c in REQUIRED_COLUMNS if c not in stripped]
     if missing:
         raise UsageError(f"{path} lacks required column(s) {', '.join(missing)} "
-                         f"(has: {', '.join(header)})")
+                         f"(has: {', '.join(stripped)})")
     return header
 
 
@@ -81,9 +80,11 @@ def read_inference(path: Path):
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
 
-    _read_header(path)
-    types = {"input_path": pa.string(), "object_name": pa.string(),
-             "label": pa.dictionary(pa.int32(), pa.string()), "siamese_score": pa.float64()}
+    header = _read_header(path)
+    wanted = {"input_path": pa.string(), "object_name": pa.string(),
+              "label": pa.dictionary(pa.int32(), pa.string()), "siamese_score": pa.float64()}
+    # keyed by the header as written (a name may carry spaces; it is stripped after reading)
+    types = {raw: wanted[raw.strip()] for raw in header if raw.strip() in wanted}
     read_opts = pacsv.ReadOptions()  # 1 MB blocks: parsed in parallel
     parse_opts = pacsv.ParseOptions()
     try:
@@ -105,9 +106,10 @@ def read_inference(path: Path):
     label = table.column("label").combine_chunks()
     values = label.dictionary.to_pylist()
     bad_codes = [i for i, v in enumerate(values) if v is None or not v.strip()]
-    null_rows = np.flatnonzero(label.is_null().to_numpy(zero_copy_only=False))
+    null_rows = (np.flatnonzero(~np.asarray(label.is_valid())) if label.null_count
+                 else np.empty(0, dtype=np.int64))
     if bad_codes or null_rows.size:
-        codes = label.indices.to_numpy(zero_copy_only=False)
+        codes = np.asarray(label.indices.fill_null(0))
         rows = np.union1d(np.flatnonzero(np.isin(codes, bad_codes)) if bad_codes else null_rows,
                           null_rows)
         raise UsageError(f"label is empty on {rows.size} row(s) of {path}: {_lines(rows, rows.size)}")
@@ -155,9 +157,10 @@ class StringLookup:
 
 
 def _report_bad_scores(path, pa, pc, pacsv, np):
+    raw = next(h for h in _read_header(path) if h.strip() == "siamese_score")
     col = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-        include_columns=["siamese_score"], column_types={"siamese_score": pa.string()},
-        strings_can_be_null=False)).column("siamese_score").to_pylist()
+        include_columns=[raw], column_types={raw: pa.string()},
+        strings_can_be_null=False)).column(raw).to_pylist()
     bad = []
     for i, text in enumerate(col):
         try:
@@ -322,7 +325,8 @@ def run(cfg: dict) -> int:
     # 2. compute
     label_arr = table.column("label").combine_chunks()
     label_names = [str(v) for v in label_arr.dictionary.to_pylist()]
-    codes = label_arr.indices.to_numpy(zero_copy_only=False)
+    codes = np.frombuffer(label_arr.indices.buffers()[1], dtype=np.int32, count=len(label_arr),
+                          offset=label_arr.indices.offset * 4)  # no nulls: checked on reading
     # unify duplicate dictionary entries (should not happen, but be exact)
     uniq_names = sorted(set(label_names))
     position = {n: i for i, n in enumerate(uniq_names)}
@@ -398,7 +402,7 @@ def run(cfg: dict) -> int:
         "threshold": t,
         "threshold_mode": choice.threshold_mode,
         "min_recall": min_recall,
-        "top_k_per_label": cfg.get("top_k_per_label"),
+        "top_k_per_label": top_k,
         "selection_mode": selection_mode,
         "precision": choice.precision,
         "recall": choice.recall,

@@ -57,7 +57,7 @@ def make_pool(workspace: Path, seed: int = 7) -> tuple[Path, dict[str, int]]:
         for i in range(count):
             light = lights[i % len(lights)]
             name = f"pool_{label.lower()}_{i:03d}_{light}{synth.IMAGE_EXT}"
-            (folder / name).write_bytes(synth._draw(label, light, rng))
+            (folder / name).write_bytes(synth.draw_component(label, light, rng))
             rows.append((f"{POOL_DIRNAME}/{label}/{name}", label))
     csv_path = root / "pool.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as fh:
@@ -108,7 +108,8 @@ def _write_report(ctx, stage: int, path: Path, text: str, command: str, output: 
 
     atomic.write_text(path, text)
     session_id = _session_id(ctx, stage)
-    transcript = write_transcript(ctx, session_id, {"script": command, "stdout": output}, path)
+    transcript = write_transcript(ctx, session_id, {"script": command, "stdout": output}, path,
+                                  prompt=f"Write {path.name} for the demo outputs in {path.parent}.")
     feedback = fire_hook(ctx, "on_report_written.py", {
         "session_id": session_id, "transcript_path": str(transcript), "cwd": str(ctx.workspace),
         "hook_event_name": "PostToolUse", "tool_name": "Write",

@@ -193,7 +193,8 @@ def write_report(rca_dir: Path) -> tuple[Path, int]:
 
 
 # --------------------------------------------------------------------------- hooks
-def write_transcript(ctx: DemoContext, session_id: str, recipe: dict, report: Path) -> Path:
+def write_transcript(ctx: DemoContext, session_id: str, recipe: dict, report: Path,
+                     prompt: str | None = None) -> Path:
     """A short transcript in Claude Code's JSONL shape: prompt, the recipe call, the Write."""
     path = ctx.workspace / ".demo_session" / f"{session_id}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,8 +203,8 @@ def write_transcript(ctx: DemoContext, session_id: str, recipe: dict, report: Pa
               "version": "demo"}
     entries = [
         {**common, "type": "user", "uuid": str(uuid.uuid4()),
-         "message": {"role": "user", "content": "Run the gap analysis on the synthetic "
-                     f"experiment in {ctx.experiment_dir} (demo)."}},
+         "message": {"role": "user", "content": prompt or "Run the gap analysis on the "
+                     f"synthetic experiment in {ctx.experiment_dir} (demo)."}},
         {**common, "type": "assistant", "uuid": str(uuid.uuid4()),
          "message": {"role": "assistant", "content": [
              {"type": "tool_use", "id": "toolu_demo_bash", "name": "Bash",

@@ -45,7 +45,7 @@ class SynthInfo:
     mislabeled: list  # (input_path, object_name, written label, what the image shows)
 
 
-def _draw(kind: str, light: str, rng: np.random.Generator, dark: bool = False) -> bytes:
+def draw_component(kind: str, light: str, rng: np.random.Generator, dark: bool = False) -> bytes:
     from PIL import Image, ImageDraw, ImageFilter
 
     board = (28, 96, 52)
@@ -139,7 +139,7 @@ def generate(workspace: str | Path, seed: int = 7) -> SynthInfo:
         folder.mkdir(parents=True, exist_ok=True)
         for light in lights:
             (folder / f"{r['object_name']}_{light}{IMAGE_EXT}").write_bytes(
-                _draw(r["shows"], light, rng, r["dark"]))
+                draw_component(r["shows"], light, rng, r["dark"]))
             n_images += 1
 
     csv_path = exp / "inference" / "inference.csv"

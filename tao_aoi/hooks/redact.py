@@ -31,7 +31,7 @@ _TAG = "[REDACTED:{}]"
 # Token shapes, most specific first (sk-ant- before sk-): (kind, lower-case needles, pattern)
 _SHAPES: list[tuple[bytes, tuple[bytes, ...], re.Pattern]] = [
     (b"ngc_key", (b"nvapi-",), re.compile(rb"nvapi-[A-Za-z0-9_\-]{16,}")),
-    (b"anthropic_key", (b"sk-ant-",), re.compile(rb"sk-ant-[A-Za-z0-9_\-]{16,}")),
+    (b"anthropic_key", (b"sk-",), re.compile(rb"sk-ant-[A-Za-z0-9_\-]{16,}")),
     (b"openai_key", (b"sk-",), re.compile(
         rb"(?<![A-Za-z0-9_\-])sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}")),
     (b"hf_token", (b"hf_",), re.compile(rb"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{20,}")),
@@ -42,8 +42,7 @@ _SHAPES: list[tuple[bytes, tuple[bytes, ...], re.Pattern]] = [
 # Older NGC API keys: base64 of "<alphanumeric id>:<uuid>" (about 84 characters).
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _B64_MASK = bytes(ord("a") if c in _B64_ALPHABET else ord(" ") for c in range(256))
-_B64_RUN = re.compile(rb"a{56,}")
-_B64_MAX = 120
+_B64_MIN, _B64_MAX = 56, 120
 _LEGACY_NGC_PLAIN = re.compile(
     rb"[A-Za-z0-9]{8,64}:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
@@ -62,7 +61,7 @@ _ASSIGN = re.compile(rb"(?:token|key|secret|passwd|password)(?![A-Za-z0-9_])(?P<
 _ASSIGN_HINTS = (b"token", b"key", b"secret", b"passw")
 _NAME_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 _PASSWORD_ARG = re.compile(
-    rb"(?:--password|--passwd)(?:=|[ \t]+)" + _VALUE
+    rb"(?<=--)passw(?:or)?d(?:=|[ \t]+)" + _VALUE
     + rb"|(?<![A-Za-z0-9_])login\b[^\n]*?[ \t]-p[ \t]+" + _value("w"))
 _AUTH = re.compile(
     rb"authorization\\?[\"']?[ \t]*[:=][ \t]*\\?[\"']?[ \t]*(?:bearer|basic|token)[ \t]+"
@@ -87,26 +86,29 @@ def _value_span(match: re.Match) -> tuple[int, int] | None:
     return None
 
 
-def _positions(lower: bytes, needles: tuple[bytes, ...]) -> list[int]:
+def _positions(lower: bytes, needles: tuple[bytes, ...], cache: dict) -> list[int]:
     found = set()
     for needle in needles:
-        pos = lower.find(needle)
-        while pos >= 0:
-            found.add(pos)
-            pos = lower.find(needle, pos + 1)
+        if needle not in cache:     # several rules share a needle: scan for it once
+            hits, pos = [], lower.find(needle)
+            while pos >= 0:
+                hits.append(pos)
+                pos = lower.find(needle, pos + 1)
+            cache[needle] = hits
+        found.update(cache[needle])
     return sorted(found)
 
 
-def _apply(data: bytes, lower: bytes, needles: tuple[bytes, ...], pattern: re.Pattern,
+def _apply(data: bytes, cache: dict, needles: tuple[bytes, ...], pattern: re.Pattern,
            kind: bytes, value_only: bool = False,
-           accept: Callable[[bytes, re.Match], bool] | None = None) -> tuple[bytes, bytes]:
+           accept: Callable[[bytes, re.Match], bool] | None = None) -> bytes:
     """Replace the matches of ``pattern`` that start where a needle occurs in ``lower``.
 
     Anchoring every rule on its literal needle keeps the cost to a few substring scans: a
     regex search tried at every position of a long transcript line costs many times more."""
     out, last = [], 0
     tag = b"[REDACTED:" + kind + b"]"
-    for pos in _positions(lower, needles):
+    for pos in _positions(cache["lower"], needles, cache):
         if pos < last:
             continue
         match = pattern.match(data, pos)
@@ -118,10 +120,12 @@ def _apply(data: bytes, lower: bytes, needles: tuple[bytes, ...], pattern: re.Pa
         out += [data[last:span[0]], tag]
         last = span[1]
     if not out:
-        return data, lower
+        return data
     out.append(data[last:])
     data = b"".join(out)
-    return data, data.lower()
+    cache.clear()                   # positions moved: rescan the new text
+    cache["lower"] = data.lower()
+    return data
 
 
 def _assignment_name_ok(line: bytes, match: re.Match) -> bool:
@@ -131,28 +135,30 @@ def _assignment_name_ok(line: bytes, match: re.Match) -> bool:
     return _secret_name(line[start:match.start("q")])
 
 
-def _legacy_ngc(line: bytes) -> bytes:
-    mask = line.translate(_B64_MASK)
-    if b"a" * 56 not in mask:
-        return line
+def _legacy_ngc(data: bytes) -> bytes:
+    # Runs of base64 characters show up as runs of "a" in the mask; bytes.find walks them in C.
+    mask = data.translate(_B64_MASK)
+    run = b"a" * _B64_MIN
     out, last = [], 0
-    for run in _B64_RUN.finditer(mask):
-        start, end = run.span()
-        if end - start > _B64_MAX:
-            continue
-        pad = end
-        while pad < len(line) and pad - end < 2 and line[pad] == 61:   # '=' padding
-            pad += 1
-        try:
-            plain = base64.b64decode(line[start:pad] + b"=" * (-(pad - start) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        if _LEGACY_NGC_PLAIN.fullmatch(plain):
-            out += [line[last:start], b"[REDACTED:ngc_key]"]
-            last = pad
+    start = mask.find(run)
+    while start >= 0:
+        end = mask.find(b" ", start)
+        end = len(mask) if end < 0 else end
+        if end - start <= _B64_MAX:
+            pad = end
+            while pad < len(data) and pad - end < 2 and data[pad] == 61:   # '=' padding
+                pad += 1
+            try:
+                plain = base64.b64decode(data[start:pad] + b"=" * (-(pad - start) % 4), validate=True)
+            except (binascii.Error, ValueError):
+                plain = b""
+            if _LEGACY_NGC_PLAIN.fullmatch(plain):
+                out += [data[last:start], b"[REDACTED:ngc_key]"]
+                last = pad
+        start = mask.find(run, end)
     if not out:
-        return line
-    out.append(line[last:])
+        return data
+    out.append(data[last:])
     return b"".join(out)
 
 
@@ -160,13 +166,13 @@ def redact_bytes(data: bytes) -> bytes:
     """Return ``data`` (one line or a block of whole lines) with every credential replaced.
 
     No rule matches across a newline, so a block gives the same result as its lines one by one."""
-    lower = data.lower()
+    cache = {"lower": data.lower()}
     for kind, needles, pattern in _SHAPES:
-        data, lower = _apply(data, lower, needles, pattern, kind)
-    data, lower = _apply(data, lower, (b"authorization",), _AUTH, b"authorization", True)
-    data, lower = _apply(data, lower, _ASSIGN_HINTS, _ASSIGN, b"secret", True, _assignment_name_ok)
-    data, lower = _apply(data, lower, (b"--passw", b"login"), _PASSWORD_ARG, b"password", True)
-    if len(data) >= 56:
+        data = _apply(data, cache, needles, pattern, kind)
+    data = _apply(data, cache, (b"authorization",), _AUTH, b"authorization", True)
+    data = _apply(data, cache, _ASSIGN_HINTS, _ASSIGN, b"secret", True, _assignment_name_ok)
+    data = _apply(data, cache, (b"passw", b"login"), _PASSWORD_ARG, b"password", True)
+    if len(data) >= _B64_MIN:
         data = _legacy_ngc(data)
     return data
 

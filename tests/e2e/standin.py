@@ -209,7 +209,6 @@ class StandIn:
         if self._timer is not None and self._timer is not threading.current_thread():
             self._timer.cancel()
         if server is not None:
-            self._last_port = server.server_address[1]
             server.shutdown()
             server.server_close()
 

@@ -9,8 +9,9 @@ from standin import bash, final, skill
 
 pytestmark = pytest.mark.e2e
 
-ENV_PROBE = 'echo "BANK=$TAO_SKILL_BANK_PATH|PY=$TAO_SKILL_BANK_PYTHON"; ' \
-            '"$TAO_SKILL_BANK_PYTHON" -c "import tao_aoi; print(\'PKG=\' + tao_aoi.__file__)"'
+ENV_PROBE = ('echo "BANK=$TAO_SKILL_BANK_PATH|PY=$TAO_SKILL_BANK_PYTHON"; '
+             '"$TAO_SKILL_BANK_PYTHON" -c "import pandas, pyarrow, yaml, jsonschema, omegaconf; '
+             'print(\'DEPS=ok\')"')
 
 
 def skill_body_excerpt(skill_dir: str) -> str:
@@ -40,7 +41,7 @@ def test_plugin_skills_session_start_and_bank_env(run_claude):
     started = re.search(r"SessionStart:startup hook success: (.{0,400})", first.text, re.S)
     assert started, "no SessionStart output from the plugin in the first request"
     assert "error" not in started.group(1).lower()[:200], started.group(1)
-    assert "TAO_SKILL_BANK" in first.text or str(REPO) in started.group(1)
+    assert str(s.plugin_dir) in started.group(1), started.group(1)  # it names the bank root
 
     # 3. the Skill call loaded the RCA SKILL.md body (with ${CLAUDE_PLUGIN_ROOT} expanded)
     loaded = s.seen_after(0)
@@ -50,8 +51,8 @@ def test_plugin_skills_session_start_and_bank_env(run_claude):
 
     # 4. the session-start hook's environment reaches every Bash call
     probe = s.seen_after(1)
-    assert f"BANK={REPO}|PY={bank_python()}" in probe, probe
-    assert f"PKG={REPO}/tao_aoi/__init__.py" in probe, probe
+    assert f"BANK={s.plugin_dir}|PY={bank_python()}" in probe, probe
+    assert "DEPS=ok" in probe, probe  # the bank python runs the scripts' dependencies
 
     # nothing the plugin did failed loudly anywhere in the session
     for rec in s.standin.main_requests():

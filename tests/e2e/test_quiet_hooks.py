@@ -8,9 +8,10 @@ import resource
 import statistics
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
-from harness import REPO, require
+from harness import require
 from standin import bash, final, write
 
 pytestmark = pytest.mark.e2e
@@ -26,13 +27,13 @@ def real_python3() -> str:
     return out.stdout.strip()
 
 
-def time_hook(interpreter: str, script: str, event: dict, env: dict):
+def time_hook(interpreter: str, script: Path, event: dict, env: dict):
     """Wall and CPU (user+sys) milliseconds of RUNS runs, plus everything the hook printed."""
     wall, cpu, stdout = [], [], ""
     for _ in range(RUNS):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        proc = subprocess.run([interpreter, str(REPO / "hooks" / script)], input=json.dumps(event),
+        proc = subprocess.run([interpreter, str(script)], input=json.dumps(event),
                               capture_output=True, text=True, env=env, timeout=30)
         wall.append((time.perf_counter() - start) * 1000)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -71,7 +72,7 @@ def test_unrelated_bash_and_write_get_no_feedback_and_hooks_are_fast(run_claude,
 
     # direct timing of the entry points on the same events, on the real interpreter
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLAUDE")}
-    env.update(CLAUDE_PLUGIN_ROOT=str(REPO), CLAUDE_PROJECT_DIR=str(project),
+    env.update(CLAUDE_PLUGIN_ROOT=str(s.plugin_dir), CLAUDE_PROJECT_DIR=str(project),
                CLAUDE_PLUGIN_DATA=str(s.home / "hookdata"))
     base = {"session_id": "e2e", "transcript_path": str(s.transcript()), "cwd": str(project),
             "hook_event_name": "PostToolUse"}
@@ -86,7 +87,7 @@ def test_unrelated_bash_and_write_get_no_feedback_and_hooks_are_fast(run_claude,
     }
     python = real_python3()
     for script, event in cases.items():
-        wall, cpu, stdout = time_hook(python, script, event, env)
+        wall, cpu, stdout = time_hook(python, s.plugin_dir / "hooks" / script, event, env)
         assert stdout == "", f"{script} printed {stdout!r} for an unrelated call"
         print(f"{script}: wall min {min(wall):.0f} / median {statistics.median(wall):.0f} ms, "
               f"cpu min {min(cpu):.0f} / median {statistics.median(cpu):.0f} ms "
