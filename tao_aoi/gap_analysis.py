@@ -19,7 +19,6 @@ over the rows per candidate threshold.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Callable, Sequence
 
@@ -148,7 +147,7 @@ def weakness_and_misclassified(scores: np.ndarray, positive: np.ndarray,
     diff = scores - threshold
     weakness = np.where(positive, -diff, diff)
     predicted_pos = scores > threshold
-    misclassified = predicted_pos != positive
+    misclassified = (weakness > 0)
     return weakness, misclassified
 
 
@@ -172,11 +171,21 @@ def per_label_stats(weakness: np.ndarray, misclassified: np.ndarray,
         out[str(name)] = {
             "total": int(rows.size),
             "mean_weakness": float(w.mean()),
-            "median_weakness": float(np.median(w)),
+            "median_weakness": median(w),
             "max_weakness": float(w.max()),
             "n_misclassified": int(np.count_nonzero(misclassified[rows])),
         }
     return out
+
+
+def median(values: np.ndarray) -> float:
+    """Median by partition (what np.median computes, without np.median importing numpy.ma)."""
+    m = values.size
+    half = m // 2
+    if m % 2:
+        return float(np.partition(values, half)[half])
+    part = np.partition(values, [half - 1, half])
+    return float((part[half - 1] + part[half]) / 2)
 
 
 KeyFn = Callable[[np.ndarray], tuple[Sequence[str], Sequence[str]]]
@@ -246,7 +255,3 @@ def breakdown_rows(kept_labels: Sequence[str], kept_misclassified: np.ndarray) -
                      "percent": 100.0 * count / total if total else 0.0,
                      "misclassified": mis, "marginal": count - mis})
     return rows
-
-
-def finite_float(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

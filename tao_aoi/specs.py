@@ -147,10 +147,9 @@ def load_spec_file(spec_path: str | os.PathLike) -> dict:
 
 
 def _resolve_interpolations(values: dict) -> dict:
-    from omegaconf import OmegaConf
-
     if not any(isinstance(v, str) and "${" in v for v in values.values()):
         return values
+    from omegaconf import OmegaConf
     try:
         return OmegaConf.to_container(OmegaConf.create(values), resolve=True, throw_on_missing=False)
     except Exception as exc:

@@ -27,7 +27,7 @@ from tao_aoi.parquet_tools import (dedupe_first_lighting, is_pass, read_lighting
 
 PER_CLASS = 5
 THUMB_SIZE = 128
-SPOT_CHECK_JSON = "spot_check.json"
+SPOT_CHECK_JSON = rr.RCA_SPOT_CHECK_JSON
 REQUIRED = ("filepath", "input_path", "object_name", "label", "siamese_score", "weakness")
 
 

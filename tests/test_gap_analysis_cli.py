@@ -288,3 +288,18 @@ def test_large_scores_and_labels_with_spaces_round_trip(vcn_experiment, tmp_path
     m = json.loads((exp["results"] / "metrics.json").read_text())
     assert " pass " in m["per_label"] and m["n_pass"] == 4
     assert math.isclose(float((exp["results"] / "threshold.txt").read_text()), 0.3)
+
+
+def test_header_with_spaces_and_numeric_looking_names_stay_text(vcn_experiment, tmp_path, capsys):
+    exp = vcn_experiment(rows())
+    lines = ["input_path , object_name,label ,siamese_score,lot"]
+    lines += [f"0{i},{on},{lab},{s},00{i}" for i, (_, on, lab, s) in enumerate(ROWS)]
+    _rewrite_csv(exp, "\n".join(lines) + "\n")
+    spec = spec_for(exp, tmp_path / "spec.yaml")
+    code, _, err = call(capsys, "gap_analysis", "vcn_aoi", "-e", spec)
+    assert code == 0, err
+    df = pq.read_table(exp["results"] / "kpi_gaps.parquet").to_pandas()
+    first = df.iloc[0]
+    assert (first["input_path"], first["object_name"]) == ("03", "004")
+    assert first["filepath"].endswith("/03/004_Coaxial.jpg")
+    assert "lot" in df.columns

@@ -124,6 +124,20 @@ def test_symlinks_out_of_the_results_folder_are_not_followed(tmp_path):
     assert any(s["path"].endswith("evil_spec.yaml") for s in manifest["skipped"])
 
 
+def test_unavailable_transcript_keeps_the_earlier_copy(tmp_path):
+    folder = make_rca_run(tmp_path)
+    report = write_rca_report(folder, rca_report())
+    check(report, tmp_path, fake_transcript(tmp_path / "s.jsonl"))
+    before = (folder / rr.SESSION_FILE).read_bytes()
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(tmp_path / "s.jsonl")
+    assert "transcript_path is a symbolic link" in check(report, tmp_path, link)
+    assert (folder / rr.SESSION_FILE).read_bytes() == before
+    manifest = json.loads((folder / "rca_config" / "manifest.json").read_text())
+    assert manifest["transcript"]["kept_previous_copy"] is True
+    assert manifest["transcript"]["sha256"] == hashlib.sha256(before).hexdigest()
+
+
 def test_symlinked_bundle_and_session_are_replaced_not_written_through(tmp_path):
     folder = make_rca_run(tmp_path)
     report = write_rca_report(folder, rca_report())

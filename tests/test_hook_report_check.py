@@ -363,6 +363,23 @@ def test_missing_and_unlinked_images(tmp_path):
     assert "not linked from the report: `rca_images/sample_08.png`, `rca_images/sample_09.png`" in out
 
 
+def test_fewer_spot_check_samples_recorded_by_the_spot_check(tmp_path):
+    # A class with fewer than 5 weak samples: spot_check.json says how many were picked.
+    folder = make_rca_run(tmp_path)
+    for i in (8, 9):
+        (folder / rr.RCA_IMAGES_DIR / f"sample_{i:02d}.png").unlink()
+    report = rca_report(images=[f"sample_{i:02d}.png" for i in range(8)],
+                        verdicts=["edge case"] * 8)
+    out = check(write_rca_report(folder, report), tmp_path)
+    assert "holds 8 image(s), expected 10" in out
+    picked = {"samples": [{"image": f"rca_images/sample_{i:02d}.png"} for i in range(8)]}
+    (folder / rr.RCA_IMAGES_DIR / rr.RCA_SPOT_CHECK_JSON).write_text(json.dumps(picked))
+    assert check(write_rca_report(folder, report), tmp_path) == ""
+    # ... but the record cannot excuse images that are missing from what it lists
+    (folder / rr.RCA_IMAGES_DIR / "sample_07.png").unlink()
+    assert "holds 7 image(s), expected 8" in check(write_rca_report(folder, report), tmp_path)
+
+
 def test_empty_verdict_cell(tmp_path):
     folder = make_rca_run(tmp_path)
     verdicts = [rr.VERDICTS[0]] * 10

@@ -214,7 +214,9 @@ def write_spec_main(argv: Sequence[str] | None = None) -> int:
         pass  # the schema alone is enough to write a spec
     values, raw = specs.parse_overrides(args.values)
     schema = specs.load_schema(args.category, args.action)
-    values = specs._coerce_strings(values, schema, raw)
+    for key in list(values):  # keep the text of string-typed keys (old names included)
+        new = aliases.get(key, key)
+        values[key] = specs._coerce_strings({new: values[key]}, schema, {new: raw[key]})[new]
     path = specs.write_spec(args.category, args.action, values, args.out, workspace=args.workspace,
                             aliases=aliases)
     print(path)

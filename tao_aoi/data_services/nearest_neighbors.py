@@ -72,7 +72,9 @@ def read_embeddings(path: str | Path, column: str, key: str) -> np.ndarray:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(str(path))
+    # pre_buffer=False + a read buffer: pages are streamed, so the transient memory is a
+    # few batches whatever the row-group size (pre-buffering holds whole column chunks).
+    pf = pq.ParquetFile(str(path), pre_buffer=False, buffer_size=4 << 20)
     names = pf.schema_arrow.names
     if column not in names:
         raise UsageError(f"{key} {path} has no embedding column {column!r} (columns: "
@@ -83,7 +85,7 @@ def read_embeddings(path: str | Path, column: str, key: str) -> np.ndarray:
     n = pf.metadata.num_rows
     out: np.ndarray | None = None
     row = 0
-    for batch in pf.iter_batches(columns=[column], batch_size=65536):
+    for batch in pf.iter_batches(columns=[column], batch_size=8192, use_threads=False):
         arr = batch.column(0)
         if arr.null_count:
             raise UsageError(f"{path}: {arr.null_count} rows have no {column!r} value")
@@ -104,7 +106,7 @@ def read_embeddings(path: str | Path, column: str, key: str) -> np.ndarray:
         row += len(arr)
     if out is None:
         raise UsageError(f"{key} {path} has no rows")
-    if not np.isfinite(out).all():
+    if any(not np.isfinite(out[r:r + 65536]).all() for r in range(0, len(out), 65536)):
         raise UsageError(f"{path}: column {column!r} holds NaN or infinite values")
     return out
 

@@ -24,8 +24,8 @@ Symbolic links (decisions):
 * a source file that is a symlink is copied only when its target lies inside its root (the
   results folder, the plugin root, the project dir); otherwise it is skipped and listed under
   ``skipped`` in the manifest;
-* a symlinked transcript is never followed (the session file is then omitted and an existing
-  copy removed);
+* a symlinked transcript is never followed (the session file is then not refreshed: an earlier
+  regular copy stays, recorded as ``kept_previous_copy`` in the manifest);
 * an existing ``<family>_config`` or ``claude_session.jsonl`` that is a symlink is replaced as
   a directory entry: nothing is ever written through it to its target.
 """
@@ -142,14 +142,6 @@ def _plugin_identity(root: Path) -> dict:
         return {"name": "tao-aoi", "version": __version__}
 
 
-def _remove_entry(path: Path) -> None:
-    """Remove a directory entry without ever touching a symlink's target."""
-    if os.path.islink(path) or path.is_file():
-        os.unlink(path)
-    elif path.is_dir():
-        shutil.rmtree(path)
-
-
 def _copy_session(event: dict, folder: Path, manifest: dict) -> None:
     dest = folder / rr.SESSION_FILE
     source = event.get("transcript_path")
@@ -162,8 +154,13 @@ def _copy_session(event: dict, folder: Path, manifest: dict) -> None:
     elif not os.path.isfile(source):
         info["reason"] = "transcript not found"
     if "reason" in info:
-        if os.path.lexists(dest):
-            _remove_entry(dest)
+        # Keep an earlier copy from this folder (it is still this run's session, only shorter);
+        # a link is never left in place.
+        if os.path.islink(dest):
+            os.unlink(dest)
+        elif os.path.isfile(dest):
+            info["kept_previous_copy"] = True
+            info["sha256"], info["size"] = _digest(dest)
         return
     fd, tmp = tempfile.mkstemp(prefix=f".{rr.SESSION_FILE}.", suffix=".tmp", dir=folder)
     try:

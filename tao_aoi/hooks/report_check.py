@@ -196,14 +196,15 @@ def ground_truth_labels(folder: Path, metrics: dict | None,
             if not csv_path.is_file():
                 continue
             labels: dict[str, None] = {}
-            with open(csv_path, newline="", encoding="utf-8", errors="replace") as fh:
-                reader = csv.DictReader(fh)
-                if "label" not in (reader.fieldnames or []):
+            with open(csv_path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+                reader = csv.reader(fh)
+                header = [h.strip() for h in next(reader, [])]
+                if "label" not in header:
                     continue
+                column = header.index("label")
                 for row in reader:
-                    label = (row.get("label") or "").strip()
-                    if label:
-                        labels.setdefault(label)
+                    if column < len(row) and row[column].strip():
+                        labels.setdefault(row[column].strip())
             return list(labels), str(csv_path)
     per_label = (metrics or {}).get("per_label")
     if isinstance(per_label, dict):
@@ -296,9 +297,19 @@ def _check_links(folder: Path, text: str, problems: list[str]) -> list[str]:
     return targets
 
 
+def _expected_image_count(img_dir: Path) -> int:
+    """10, unless the spot check recorded that a class had fewer than 5 weak samples."""
+    try:
+        picked = json.loads((img_dir / rr.RCA_SPOT_CHECK_JSON).read_text(encoding="utf-8"))
+        count = len(picked["samples"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return rr.RCA_SPOT_CHECK_COUNT
+    return count if 0 < count <= rr.RCA_SPOT_CHECK_COUNT else rr.RCA_SPOT_CHECK_COUNT
+
+
 def _check_images(folder: Path, targets: list[str], problems: list[str]) -> None:
     img_dir = folder / rr.RCA_IMAGES_DIR
-    want = rr.RCA_SPOT_CHECK_COUNT
+    want = _expected_image_count(img_dir)
     if not img_dir.is_dir():
         problems.append(f"`{rr.RCA_IMAGES_DIR}/` is missing: run the visual spot check "
                         f"(scripts/spot_check.py) to copy the {want} images there.")
@@ -307,7 +318,8 @@ def _check_images(folder: Path, targets: list[str], problems: list[str]) -> None
                     if p.suffix.lower() in _IMAGE_EXT and p.is_file())
     if len(images) != want:
         problems.append(f"`{rr.RCA_IMAGES_DIR}/` holds {len(images)} image(s), expected {want} "
-                        "(5 weakest PASS + 5 weakest NO_PASS, first lighting): rerun the spot check.")
+                        "(5 weakest PASS + 5 weakest NO_PASS, first lighting, as picked by "
+                        "scripts/spot_check.py): rerun the spot check.")
     linked = set()
     for target in targets:
         path = os.path.normpath(target.split("#", 1)[0])

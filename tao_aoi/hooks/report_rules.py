@@ -35,6 +35,8 @@ RCA_ARTIFACTS = ("kpi_gaps.parquet", "threshold.txt", "metrics.json",
 RCA_UNREACHABLE_FILE = "unreachable_kpi.txt"
 RCA_IMAGES_DIR = "rca_images"
 RCA_SPOT_CHECK_COUNT = 10
+# Written by scripts/spot_check.py: which samples it picked (fewer than 10 when a class has <5).
+RCA_SPOT_CHECK_JSON = "spot_check.json"
 ROUTING_ARTIFACTS = ("mining_gaps.parquet", "anomalygen_gaps.parquet", "routing_summary.txt")
 MINING_ARTIFACTS = ("target_embeddings.parquet", "source_embeddings.parquet",
                     "mined.parquet", "mining_summary.txt")

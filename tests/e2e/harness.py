@@ -122,7 +122,7 @@ def fill_recipe(block: str, values: dict[str, str]) -> str:
         line = _PLACEHOLDER.sub(lambda p: values.get(p.group(1), p.group(0)), line)
         out.append(line)
     text = "\n".join(out)
-    left = [p for p in _PLACEHOLDER.findall(text)]
+    left = _PLACEHOLDER.findall(text)
     assert not left, f"recipe placeholders the scenario cannot fill: {left}\n{text}"
     return text
 

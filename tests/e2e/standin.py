@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -115,14 +114,6 @@ class Recorded:
             if msg.get("role") == "assistant":
                 seen += 1
         return "\n".join(out) if seen >= n else ""
-
-    def last_user_text(self) -> str:
-        """Every piece of text in the last user message: tool_result contents, system
-        reminders and hook context included, joined with newlines."""
-        for msg in reversed(self.messages()):
-            if msg.get("role") == "user":
-                return "\n".join(_texts(msg.get("content")))
-        return ""
 
     def tool_results(self) -> list[str]:
         """Text of every tool_result block in the conversation, oldest first."""
@@ -383,11 +374,3 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
