@@ -147,7 +147,7 @@ def weakness_and_misclassified(scores: np.ndarray, positive: np.ndarray,
     diff = scores - threshold
     weakness = np.where(positive, -diff, diff)
     predicted_pos = scores > threshold
-    misclassified = (weakness > 0)
+    misclassified = predicted_pos != positive
     return weakness, misclassified
 
 

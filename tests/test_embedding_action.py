@@ -69,6 +69,7 @@ def test_output_layout_metadata_and_values(tmp_path, capsys):
     direct = load_encoder("baseline").encode([Image.open(p) for p in paths])
     np.testing.assert_allclose(emb, direct, atol=1e-6)
     text = capsys.readouterr().out
+    assert "columns: filepath, embedding, label, weakness, count" in text
     assert "rows_written: 9" in text and f"dim: {BASELINE_DIM}" in text and "images_per_s:" in text
     assert MARK_MISSING_IMAGES not in text
     assert not action.unreadable_sidecar(out).exists()

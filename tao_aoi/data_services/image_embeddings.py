@@ -217,7 +217,8 @@ def run(cfg: dict) -> int:
     else:
         sidecar.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
-    _print_summary(src, out, n, written, unreadable, encoder, seconds, sidecar)
+    columns = pq.read_schema(str(out)).names
+    _print_summary(src, out, n, written, unreadable, encoder, seconds, sidecar, columns)
     return 0
 
 
@@ -227,13 +228,14 @@ def _write_sidecar(path: Path, unreadable: list[tuple[str, str]]) -> None:
     atomic.write_text(path, "".join(f"{p}\t{why}\n" for p, why in unreadable))
 
 
-def _print_summary(src, out, n, written, unreadable, encoder, seconds, sidecar) -> None:
+def _print_summary(src, out, n, written, unreadable, encoder, seconds, sidecar, columns) -> None:
     lines = [
         "embedding image_embeddings: done",
         f"input_parquet: {src}",
         f"output_parquet: {out}",
         f"rows_in: {n}",
         f"rows_written: {written}",
+        f"columns: {', '.join(columns)}",
         f"unreadable_images: {len(unreadable)}",
         f"dim: {encoder.dim}",
         f"encoder: {json.dumps(encoder.identity, sort_keys=True)}",
