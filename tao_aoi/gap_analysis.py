@@ -205,12 +205,17 @@ def order_rows(rows: np.ndarray, weakness: np.ndarray, names: KeyFn) -> np.ndarr
 
 
 def select_rows(weakness: np.ndarray, misclassified: np.ndarray, groups: Sequence[np.ndarray],
-                top_k: int | None, names: KeyFn) -> tuple[np.ndarray, str]:
+                top_k: int | None, names: KeyFn,
+                order: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, str]:
     """Indices of the kept rows, in output order (weakness desc, input_path, object_name).
 
     ``top_k`` > 0: the K weakest per label (group). Otherwise the wrong-side filter.
-    Returns (indices, selection_mode).
+    ``order`` may replace :func:`order_rows` (same contract; e.g. a columnar sort for millions
+    of rows). Returns (indices, selection_mode).
     """
+    if order is None:
+        def order(rows):
+            return order_rows(rows, weakness, names)
     if top_k is not None and top_k > 0:
         picked = []
         for rows in groups:
@@ -220,11 +225,11 @@ def select_rows(weakness: np.ndarray, misclassified: np.ndarray, groups: Sequenc
                 w = weakness[rows]
                 kth = np.partition(w, rows.size - top_k)[rows.size - top_k]
                 rows = rows[w >= kth]  # the K largest plus any ties at the boundary
-            picked.append(order_rows(rows, weakness, names)[:top_k])
+            picked.append(order(rows)[:top_k])
         kept = np.concatenate(picked) if picked else np.empty(0, dtype=np.int64)
-        return order_rows(kept, weakness, names), "top_k"
+        return order(kept), "top_k"
     kept = np.flatnonzero(misclassified)
-    return order_rows(kept, weakness, names), "wrong_side"
+    return order(kept), "wrong_side"
 
 
 def lighting_order(input_map: dict) -> list[str]:
@@ -232,26 +237,34 @@ def lighting_order(input_map: dict) -> list[str]:
     return [name for name, _ in sorted(input_map.items(), key=lambda kv: (kv[1], ))]
 
 
+def media_root(kpi_media_path: str) -> str:
+    """kpi_media_path without trailing slashes ("" for "/"), so "{root}/{input_path}" is clean."""
+    return str(kpi_media_path).rstrip("/")
+
+
 def expand_filepaths(kpi_media_path: str, input_paths: Sequence[str], object_names: Sequence[str],
                      lightings: Sequence[str], image_ext: str) -> list[str]:
     """One path per (row, lighting), lightings innermost, in the given order."""
-    root = kpi_media_path.rstrip("/") or "/"
-    root = "" if root == "/" else root
+    root = media_root(kpi_media_path)
     return [f"{root}/{ip}/{on}_{light}{image_ext}"
             for ip, on in zip(input_paths, object_names) for light in lightings]
 
 
-def breakdown_rows(kept_labels: Sequence[str], kept_misclassified: np.ndarray) -> list[dict]:
-    """Per label of the kept rows: count, percent of kept, misclassified, marginal."""
-    total = len(kept_labels)
-    stats: dict[str, list[int]] = {}
-    for label, mis in zip(kept_labels, kept_misclassified):
-        entry = stats.setdefault(str(label), [0, 0])
-        entry[0] += 1
-        entry[1] += int(bool(mis))
+def breakdown_rows(kept_codes: np.ndarray, kept_misclassified: np.ndarray,
+                   names: Sequence[str]) -> list[dict]:
+    """Per label of the kept rows: count, percent of kept, misclassified, marginal.
+
+    ``kept_codes`` index ``names``; rows are ordered by count desc, then label.
+    """
+    kept_codes = np.asarray(kept_codes, dtype=np.int64)
+    total = int(kept_codes.size)
+    counts = np.bincount(kept_codes, minlength=len(names))
+    mis = np.bincount(kept_codes, weights=np.asarray(kept_misclassified, dtype=np.float64),
+                      minlength=len(names))
     rows = []
-    for label, (count, mis) in sorted(stats.items(), key=lambda kv: (-kv[1][0], kv[0])):
-        rows.append({"label": label, "count": count,
+    for code in sorted(np.flatnonzero(counts), key=lambda c: (-counts[c], str(names[c]))):
+        count, n_mis = int(counts[code]), int(round(mis[code]))
+        rows.append({"label": str(names[code]), "count": count,
                      "percent": 100.0 * count / total if total else 0.0,
-                     "misclassified": mis, "marginal": count - mis})
+                     "misclassified": n_mis, "marginal": count - n_mis})
     return rows

@@ -303,3 +303,33 @@ def test_header_with_spaces_and_numeric_looking_names_stay_text(vcn_experiment, 
     assert (first["input_path"], first["object_name"]) == ("03", "004")
     assert first["filepath"].endswith("/03/004_Coaxial.jpg")
     assert "lot" in df.columns
+
+
+@pytest.mark.parametrize("top_k", ["2", "null"])
+def test_columnar_path_for_many_kept_rows_gives_identical_artifacts(vcn_experiment, tmp_path, capsys,
+                                                                     monkeypatch, top_k):
+    import random
+
+    from tao_aoi.data_services import gap_analysis_vcn_aoi as action
+
+    rng = random.Random(7)
+    data = [{"input_path": rng.choice(["b1/c", "b2/c", "b10/c"]), "object_name": f"{rng.randrange(30):03d}",
+             "label": rng.choice(["PASS", "PASS", "SHORT", "MISSING", " pass"]),
+             "siamese_score": rng.choice([0.1, 0.25, 0.5, 0.75, round(rng.random(), 2)]),
+             "camera": rng.choice(["a", "b"])} for _ in range(300)]
+    exp = vcn_experiment(data, images_for=40)
+    spec = spec_for(exp, tmp_path / "spec.yaml")
+    results = {}
+    for columnar in (False, True):
+        monkeypatch.setattr(action, "COLUMNAR_ROWS", 0 if columnar else 10**9)
+        out = tmp_path / f"out_{columnar}"
+        code, stdout, err = call(capsys, "gap_analysis", "vcn_aoi", "-e", spec, f"top_k_per_label={top_k}",
+                                 "min_recall=0.5", f"results_dir={out}")
+        assert code == 0, err
+        results[columnar] = (pq.read_table(out / "kpi_gaps.parquet"), json.loads((out / "metrics.json").read_text()),
+                             (out / "weak_samples_breakdown.txt").read_text())
+    (t0, m0, b0), (t1, m1, b1) = results[False], results[True]
+    assert t0.num_rows > 3
+    assert t0.equals(t1)
+    assert m0 == m1 and b0 == b1
+    assert 0 < m0["missing_images"] < m0["expanded_rows"]

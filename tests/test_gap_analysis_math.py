@@ -212,6 +212,8 @@ def test_lighting_order_and_expansion():
 
 
 def test_breakdown_counts_marginal_rows():
-    rows = ga.breakdown_rows(["PASS", "SHORT", "PASS", "PASS"], np.array([True, False, False, True]))
+    rows = ga.breakdown_rows(np.array([0, 1, 0, 0]), np.array([True, False, False, True]),
+                             ["PASS", "SHORT", "UNUSED"])
+    assert len(rows) == 2
     assert rows[0] == {"label": "PASS", "count": 3, "percent": 75.0, "misclassified": 2, "marginal": 1}
     assert rows[1]["label"] == "SHORT" and rows[1]["marginal"] == 1

@@ -74,7 +74,7 @@ def _read_header(path: Path) -> list[str]:
 
 
 def read_inference(path: Path):
-    """The CSV as an Arrow table (label dictionary-encoded, score float64), fully validated."""
+    """(Arrow table, scores as float64 numpy), fully validated; label is dictionary-encoded."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -112,7 +112,7 @@ def read_inference(path: Path):
         rows = np.union1d(np.flatnonzero(np.isin(codes, bad_codes)) if bad_codes else null_rows,
                           null_rows)
         raise UsageError(f"label is empty on {rows.size} row(s) of {path}: {_lines(rows, rows.size)}")
-    return table
+    return table, scores
 
 
 def float_column(col):
@@ -149,6 +149,85 @@ def arrow_from_numpy(values):
         return pa.Array.from_buffers(pa.bool_(), values.size, [None, pa.py_buffer(bits)])
     values = values.astype(np.float64, copy=False)
     return pa.Array.from_buffers(pa.float64(), values.size, [None, pa.py_buffer(values)])
+
+
+COLUMNAR_ROWS = 20_000  # above this many kept rows, sorting and expansion run in Arrow compute
+
+
+def _int_array(values):
+    import numpy as np
+    import pyarrow as pa
+
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), values.size, [None, pa.py_buffer(values)])
+
+
+def _decode(indices, names):
+    """Strings ``names[indices]`` as an Arrow string array (built from a dictionary)."""
+    import numpy as np
+    import pyarrow as pa
+
+    idx = np.ascontiguousarray(indices, dtype=np.int32)
+    arr = pa.Array.from_buffers(pa.int32(), idx.size, [None, pa.py_buffer(idx)])
+    return pa.DictionaryArray.from_arrays(arr, pa.array(list(names), type=pa.string())).dictionary_decode()
+
+
+def _columnar_order(rows, weakness, ip_col, on_col):
+    """Same order as gap_analysis.order_rows, by Arrow's multi-key sort (for millions of rows)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = np.sort(np.asarray(rows, dtype=np.int64))
+    idx = _int_array(rows)
+    keys = pa.table({"w": arrow_from_numpy(-weakness[rows] + 0.0),  # + 0.0 turns -0.0 into 0.0
+                     "ip": ip_col.take(idx), "on": on_col.take(idx), "i": idx})
+    order = pc.sort_indices(keys, sort_keys=[("w", "ascending"), ("ip", "ascending"),
+                                             ("on", "ascending"), ("i", "ascending")])
+    return rows[np.asarray(order)]
+
+
+def _columnar_paths(kpi_media_path, ip_col, on_col, rep, light_idx, lightings, image_ext) -> dict:
+    """filepath, input_path, object_name of the expanded rows, built in Arrow compute."""
+    import pyarrow.compute as pc
+
+    from tao_aoi.gap_analysis import media_root
+
+    import pyarrow as pa
+
+    root = media_root(kpi_media_path)
+    suffixes = [f"_{light}{image_ext}" for light in lightings]
+    out = {"filepath": [], "input_path": [], "object_name": []}
+    step = 2_000_000  # slices keep every string chunk far below Arrow's 2 GiB offset limit
+    for lo in range(0, len(rep), step):
+        idx = _int_array(rep[lo:lo + step])
+        ip_rep, on_rep = ip_col.take(idx).combine_chunks(), on_col.take(idx).combine_chunks()
+        suffix = _decode(light_idx[lo:lo + step], suffixes)
+        out["filepath"].append(pc.binary_join_element_wise(root + "/", ip_rep, "/", on_rep, suffix, ""))
+        out["input_path"].append(ip_rep)
+        out["object_name"].append(on_rep)
+    return {k: pa.chunked_array(v, type=pa.string()) for k, v in out.items()}
+
+
+def _images_missing_columnar(filepaths, input_paths, kpi_media_path) -> int:
+    """Missing count for many paths: list each folder once, then one set-membership pass."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from tao_aoi.gap_analysis import media_root
+
+    root = media_root(kpi_media_path)
+    existing = []
+    for ip in pc.unique(input_paths).to_pylist():
+        folder = f"{root}/{ip}"
+        try:
+            existing.extend(f"{folder}/{name}" for name in os.listdir(folder or "/"))
+        except OSError:
+            continue
+    if not existing:
+        return len(filepaths)
+    found = pc.sum(pc.is_in(filepaths, value_set=pa.array(existing, type=pa.string()))).as_py() or 0
+    return len(filepaths) - int(found)
 
 
 class ColumnLookup:
@@ -355,7 +434,7 @@ def run(cfg: dict) -> int:
     csv_path = _csv_path(cfg)
     lightings, image_ext = read_train_config(cfg["train_config"])
     kpi_media_path = str(cfg["kpi_media_path"])
-    table = read_inference(csv_path)
+    table, scores = read_inference(csv_path)
 
     # 2. compute
     label_arr = table.column("label").combine_chunks()
@@ -370,7 +449,6 @@ def run(cfg: dict) -> int:
     label_names = uniq_names
     pass_code = np.array([ga.is_pass_label(n) for n in label_names], dtype=bool)
     positive = ~pass_code[codes]
-    scores = float_column(table.column("siamese_score"))
     n_rows = int(scores.size)
     n_no_pass = int(np.count_nonzero(positive))
     n_pass = n_rows - n_no_pass
@@ -396,43 +474,58 @@ def run(cfg: dict) -> int:
     groups = ga.group_rows(codes, len(label_names))
     per_label = ga.per_label_stats(weakness, misclassified, groups, label_names)
 
-    ip_of = ColumnLookup(table.column("input_path"))
-    on_of = ColumnLookup(table.column("object_name"))
+    ip_col, on_col = table.column("input_path"), table.column("object_name")
+    ip_of, on_of = ColumnLookup(ip_col), ColumnLookup(on_col)
 
     def names(rows):
         return ip_of(rows), on_of(rows)
 
-    kept, selection_mode = ga.select_rows(weakness, misclassified, groups, top_k, names)
-    kept_ip, kept_on = names(kept)
-    kept_labels = [label_names[c] for c in codes[kept]]
+    def order(rows):
+        if rows.size <= COLUMNAR_ROWS:
+            return ga.order_rows(rows, weakness, names)
+        return _columnar_order(rows, weakness, ip_col, on_col)
+
+    kept, selection_mode = ga.select_rows(weakness, misclassified, groups, top_k, names, order)
     kept_mis = misclassified[kept]
     kept_pos = positive[kept]
     n_lights = len(lightings)
-    filepaths = ga.expand_filepaths(kpi_media_path, kept_ip, kept_on, lightings, image_ext)
-    rep = np.repeat(np.arange(kept.size), n_lights)
+    rep = np.repeat(kept, n_lights)
+    light_idx = np.tile(np.arange(n_lights, dtype=np.int32), kept.size)
 
     others = [c for c in table.column_names if c not in OUR_COLUMNS]
     dropped = [c for c in table.column_names if c in OUR_COLUMNS and c not in REQUIRED_COLUMNS]
     if dropped:
         print(f"notice: inference.csv column(s) {', '.join(dropped)} are replaced by computed columns",
               file=sys.stderr)
-    kept_rep = kept[rep] if kept.size else np.empty(0, dtype=np.int64)
+    if kept.size <= COLUMNAR_ROWS:
+        kept_ip, kept_on = names(kept)
+        filepaths = ga.expand_filepaths(kpi_media_path, kept_ip, kept_on, lightings, image_ext)
+        text_columns = {
+            "filepath": pa.array(filepaths, type=pa.string()),
+            "input_path": pa.array([v for v in kept_ip for _ in lightings], type=pa.string()),
+            "object_name": pa.array([v for v in kept_on for _ in lightings], type=pa.string()),
+        }
+        missing_images = _images_missing(filepaths)
+    else:
+        text_columns = _columnar_paths(kpi_media_path, ip_col, on_col, rep, light_idx, lightings, image_ext)
+        missing_images = _images_missing_columnar(text_columns["filepath"], text_columns["input_path"],
+                                                  kpi_media_path)
     columns = {
-        "filepath": pa.array(filepaths, type=pa.string()),
-        "input_path": pa.array([kept_ip[i] for i in rep], type=pa.string()),
-        "object_name": pa.array([kept_on[i] for i in rep], type=pa.string()),
-        "lighting": pa.array(lightings * kept.size, type=pa.string()),
-        "label": pa.array([kept_labels[i] for i in rep], type=pa.string()),
-        "siamese_score": arrow_from_numpy(scores[kept][rep]),
-        "weakness": arrow_from_numpy(weakness[kept][rep]),
-        "misclassified": arrow_from_numpy(kept_mis[rep]),
+        "filepath": text_columns["filepath"],
+        "input_path": text_columns["input_path"],
+        "object_name": text_columns["object_name"],
+        "lighting": _decode(light_idx, lightings),
+        "label": _decode(codes[rep].astype(np.int32), label_names),
+        "siamese_score": arrow_from_numpy(scores[rep]),
+        "weakness": arrow_from_numpy(weakness[rep]),
+        "misclassified": arrow_from_numpy(misclassified[rep]),
     }
     for c in others:
-        columns[c] = ColumnLookup(table.column(c)).array(kept_rep)
+        columns[c] = ColumnLookup(table.column(c)).array(rep)
     gaps = pa.table(columns)
-    missing_images = _images_missing(filepaths)
+    n_expanded = gaps.num_rows
 
-    breakdown = ga.breakdown_rows(kept_labels, kept_mis)
+    breakdown = ga.breakdown_rows(codes[kept], kept_mis, label_names)
     metrics = {
         "threshold": t,
         "threshold_mode": choice.threshold_mode,
@@ -451,7 +544,7 @@ def run(cfg: dict) -> int:
         "n_candidates": choice.n_candidates,
         "n_candidates_meeting_recall": choice.n_candidates_meeting_recall,
         "kept_rows": int(kept.size),
-        "expanded_rows": int(gaps.num_rows),
+        "expanded_rows": int(n_expanded),
         "lightings": lightings,
         "image_ext": image_ext,
         "missing_images": missing_images,
@@ -495,11 +588,11 @@ def run(cfg: dict) -> int:
                      f"top_k_per_label=50")
         print(loud)
         print(loud, file=sys.stderr)
-    print(f"expanded rows: {gaps.num_rows} ({kept.size} x {n_lights} lightings)")
+    print(f"expanded rows: {n_expanded} ({kept.size} x {n_lights} lightings)")
     if missing_images:
-        print(f"{MARK_MISSING_IMAGES} {missing_images} of {len(filepaths)} expanded filepaths do not "
+        print(f"{MARK_MISSING_IMAGES} {missing_images} of {n_expanded} expanded filepaths do not "
               f"exist under kpi_media_path={kpi_media_path}")
     else:
-        print(f"images: all {len(filepaths)} expanded filepaths exist")
+        print(f"images: all {n_expanded} expanded filepaths exist")
     print(f"output: {results_dir.resolve()}")
     return 0
