@@ -129,8 +129,20 @@ def pick_device(device: str = "auto") -> str:
     return device
 
 
+def _size_get(size, key):
+    if size is None:
+        return None
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
 class HFEncoder(Encoder):
-    """A transformers SigLIP/CLIP model; image features from ``get_image_features``."""
+    """A transformers SigLIP/CLIP model; image features from ``get_image_features``.
+
+    Preprocessing has a fast path: the worker threads only decode, resize and crop with
+    PIL (C code, the GIL released) and hand over uint8 arrays; rescaling and normalising
+    happen batched in torch on the encoder's device. It is used only when, at load time,
+    it reproduces the model's own image processor on a test image (else the processor
+    runs per image in the workers)."""
 
     def __init__(self, model, processor, identity: dict, device: str) -> None:
         import torch
@@ -140,22 +152,110 @@ class HFEncoder(Encoder):
         self.model = model.to(device=device, dtype=self.dtype).eval()
         self.processor = processor
         self.identity = identity
+        self._plan = self._fast_plan(processor)
+        if self._plan is not None and not self._fast_matches_processor():
+            self._plan = None
 
-    def preprocess(self, image) -> np.ndarray:
+    @staticmethod
+    def _fast_plan(proc) -> dict | None:
+        name = type(proc).__name__
+        if not name.startswith(("SiglipImageProcessor", "CLIPImageProcessor")):
+            return None
+        if getattr(proc, "do_pad", False) or not getattr(proc, "do_resize", True):
+            return None
+        size = getattr(proc, "size", None)
+        h, w, short = (_size_get(size, k) for k in ("height", "width", "shortest_edge"))
+        if h and w:
+            resize = ("exact", int(h), int(w))
+        elif short:
+            resize = ("shortest", int(short), 0)
+        else:
+            return None
+        crop = None
+        if getattr(proc, "do_center_crop", False):
+            cs = getattr(proc, "crop_size", None)
+            ch, cw = _size_get(cs, "height"), _size_get(cs, "width")
+            if not (ch and cw):
+                return None
+            crop = (int(ch), int(cw))
+        scale = float(proc.rescale_factor) if getattr(proc, "do_rescale", True) else 1.0
+        mean = std = None
+        if getattr(proc, "do_normalize", True):
+            mean = [float(v) for v in proc.image_mean]
+            std = [float(v) for v in proc.image_std]
+        return {"resize": resize, "crop": crop, "resample": int(getattr(proc, "resample", 3)),
+                "scale": scale, "mean": mean, "std": std}
+
+    def _fast_matches_processor(self) -> bool:
+        from PIL import Image
+
+        yy, xx = np.mgrid[0:37, 0:53]
+        test = np.stack([(xx * 5) % 256, (yy * 7) % 256, (xx * yy) % 256], axis=-1).astype("uint8")
+        img = Image.fromarray(test)
+        try:
+            ref = self._processor_pixels(img)
+            fast = self._normalise(np.stack([self._pil_pixels(img)])).float().cpu().numpy()[0]
+        except Exception:
+            return False
+        return ref.shape == fast.shape and float(np.abs(ref - fast).max()) < 1e-4
+
+    def _processor_pixels(self, image) -> np.ndarray:
         rgb = image.convert("RGB")
         return np.asarray(self.processor(images=[rgb], return_tensors="np")["pixel_values"][0],
                           dtype=np.float32)
 
+    def _pil_pixels(self, image) -> np.ndarray:
+        plan = self._plan
+        rgb = image.convert("RGB")
+        kind, a, b = plan["resize"]
+        if kind == "exact":
+            target = (b, a)  # PIL takes (width, height)
+        else:
+            w, h = rgb.size
+            short, long = (w, h) if w <= h else (h, w)
+            new_long = int(a * long / short)
+            target = (a, new_long) if w <= h else (new_long, a)
+        if rgb.size != target:
+            rgb = rgb.resize(target, resample=plan["resample"])
+        if plan["crop"]:
+            ch, cw = plan["crop"]
+            w, h = rgb.size
+            top, left = (h - ch) // 2, (w - cw) // 2
+            if top < 0 or left < 0:
+                raise ValueError("crop larger than the resized image")
+            rgb = rgb.crop((left, top, left + cw, top + ch))
+        return np.asarray(rgb, dtype=np.uint8)
+
+    def _normalise(self, batch: np.ndarray):
+        import torch
+
+        plan = self._plan
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
+        x = x.permute(0, 3, 1, 2).to(torch.float32) * plan["scale"]
+        if plan["mean"] is not None:
+            mean = torch.tensor(plan["mean"], device=self.device).view(1, -1, 1, 1)
+            std = torch.tensor(plan["std"], device=self.device).view(1, -1, 1, 1)
+            x = (x - mean) / std
+        return x
+
+    def preprocess(self, image) -> np.ndarray:
+        """uint8 HWC (fast path) or float32 CHW processor output; encode_arrays takes both."""
+        if self._plan is not None:
+            return self._pil_pixels(image)
+        return self._processor_pixels(image)
+
     def encode_arrays(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
-        pixels = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
-        pixels = pixels.to(device=self.device, dtype=self.dtype, non_blocking=True)
+        if batch.dtype == np.uint8:
+            pixels = self._normalise(batch)
+        else:
+            pixels = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device)
+        pixels = pixels.to(dtype=self.dtype)
         with torch.inference_mode():
             out = self.model.get_image_features(pixel_values=pixels)
         feats = out if isinstance(out, torch.Tensor) else out.pooler_output
-        feats = feats.float()
-        feats = torch.nn.functional.normalize(feats, dim=-1)
+        feats = torch.nn.functional.normalize(feats.float(), dim=-1)
         return feats.cpu().numpy().astype(np.float32, copy=False)
 
 

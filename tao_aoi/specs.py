@@ -85,16 +85,23 @@ def _check_keys(values: Iterable[str], schema: Mapping, source: str) -> None:
                          f"valid keys: {', '.join(known)}")
 
 
+def _is_text_key(prop: Mapping) -> bool:
+    """Typed only as string, or string-first by default (the container reads
+    ``filter_by_label`` as the string "false", though true/false are accepted too)."""
+    types = _type_names(prop)
+    return types == ["string"] or ("string" in types and isinstance(prop.get("default"), str))
+
+
 def _coerce_strings(values: dict, schema: Mapping, raw: Mapping[str, str] | None = None) -> dict:
-    """A key typed only as string keeps its text (``results_dir=2024_01_01`` stays a path);
-    an integer given for a number-only key becomes a float (``min_recall=1`` -> 1.0)."""
+    """A text key keeps its text (``results_dir=2024_01_01`` stays a path, ``filter_by_label=false``
+    stays "false"); an integer given for a number-only key becomes a float (``min_recall=1`` -> 1.0)."""
     props = schema.get("properties", {})
     out = dict(values)
     for key, value in values.items():
         if key in props and _type_names(props[key]) == ["number"] and type(value) is int:
             out[key] = float(value)  # min_recall=1 -> 1.0
             continue
-        if key not in props or _type_names(props[key]) != ["string"]:
+        if key not in props or not _is_text_key(props[key]):
             continue
         if value is None or isinstance(value, (str, list, dict)):
             continue
@@ -247,6 +254,8 @@ def write_spec(category: str, action: str, values: Mapping, dest: str | os.PathL
 
     Unknown keys and wrong types are refused; mandatory keys not given are written as ``???``
     (to be supplied as overrides at run time). ``dest`` outside ``workspace`` is refused.
+    Keys marked ``x-local-only`` in the schema are written only when given: the container's
+    schema does not know them, and the same spec must drive either backend.
     """
     from tao_aoi import atomic
 
@@ -259,7 +268,8 @@ def write_spec(category: str, action: str, values: Mapping, dest: str | os.PathL
             raise UsageError(f"refusing to write {dest_path}: it is outside the workspace {root}")
     given = _apply_aliases(dict(values), dict(aliases or {}), "the values")
     _check_keys(given, schema, "the values")
-    merged = schema_defaults(schema)
+    merged = {key: value for key, value in schema_defaults(schema).items()
+              if key in given or not schema["properties"][key].get("x-local-only")}
     merged.update(_coerce_strings(given, schema))
     validate(merged, schema, allow_missing=True)
     if dest_path.exists() and dest_path.is_dir():

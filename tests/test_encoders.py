@@ -172,3 +172,18 @@ def test_identity_helpers():
     assert "SigLIP google/siglip-base-patch16-224 (dim 768)" == describe(a)
     assert "no tao_aoi.encoder metadata" in describe(None)
     json.dumps(load_encoder("baseline").identity)  # JSON-able
+
+
+@pytest.mark.parametrize("model", ["SigLIP", "CLIP"])
+def test_fast_preprocessing_reproduces_the_image_processor(tiny_models, model):
+    # Worker threads only resize/crop (uint8); normalisation runs batched in torch. It must
+    # equal the model's own image processor, including odd and extreme aspect ratios.
+    enc = load_encoder(model, str(tiny_models[model]))
+    assert enc._plan is not None
+    rng = np.random.default_rng(2)
+    ims = [Image.fromarray((rng.random((h, w, 3)) * 255).astype("uint8"))
+           for h, w in [(30, 41), (57, 30), (10, 300), (301, 299), (32, 32)]]
+    ref = np.stack([enc._processor_pixels(im) for im in ims])
+    fast = enc._normalise(np.stack([enc.preprocess(im) for im in ims])).numpy()
+    np.testing.assert_allclose(fast, ref, atol=1e-5)
+    np.testing.assert_allclose(enc.encode_arrays(ref), enc.encode(ims), atol=1e-5)

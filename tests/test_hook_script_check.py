@@ -126,6 +126,8 @@ def test_missing_path_from_local_runner_and_unset_bank_path(tmp_path):
     (rr.MARK_LABEL_FILTER_NOOP, "the label filter did nothing"),
     (rr.MARK_DROPPED_LABELS, "Dropped Labels section"),
     (rr.MARK_MISSING_IMAGES, "kpi_media_path"),
+    (rr.MARK_ENCODER_MISMATCH, "re-embed both with the same embedding_spec.yaml"),
+    (rr.MARK_ENCODER_UNKNOWN, "Encoder Consistency"),
 ])
 def test_markers(tmp_path, marker, expected):
     out = bash(tmp_path, f"{DS} gap_analysis vcn_aoi -e /ws/spec.yaml",

@@ -81,6 +81,9 @@ def test_mined_set_matches_brute_force(tmp_path, metric):
         ti = min(hits.tolist(), key=lambda rc: (o_dist[rc[0], rc[1]], rc[0]))[0]
         assert row["nearest_target"] == f"/pool/t_{ti:04d}.jpg"
     assert mined["best_distance"].is_monotonic_increasing
+    meta = pq.read_schema(cfg["output_parquet"]).metadata
+    assert json.loads(meta[ENCODER_METADATA_KEY.encode()])["model"] == "SigLIP"
+    assert json.loads(meta[action.MINING_METADATA_KEY.encode()])["topn"] == 7
     summ = summary_of(cfg)
     assert summ["queries"] == "12" and summ["pool_size"] == "300"
     assert summ["neighbours_requested"].startswith("84")

@@ -59,3 +59,30 @@ def test_old_names_are_written_under_new_names(tmp_path, capsys):
                             aliases={"output_dir": "results_dir"})
     assert yaml.safe_load(path.read_text())["results_dir"] == "/o"
     assert "old name" in capsys.readouterr().err
+
+
+def test_local_only_keys_stay_out_of_specs_unless_given(tmp_path):
+    # The container rejects keys its schema lacks; one spec must drive either backend.
+    out = tmp_path / "embedding_spec.yaml"
+    proc = run_script("write_spec.py", "embedding", "image_embeddings", "--out", str(out),
+                      "--workspace", str(tmp_path), "model=CLIP", "model_path=openai/clip-vit-base-patch32")
+    assert proc.returncode == 0, proc.stderr
+    spec = yaml.safe_load(out.read_text())
+    local_only = [k for k, p in specs.load_schema("embedding", "image_embeddings")["properties"].items()
+                  if p.get("x-local-only")]
+    assert local_only and not set(local_only) & set(spec)
+    assert spec["model"] == "CLIP" and spec["batch_size"] == 64
+    proc = run_script("write_spec.py", "tmm", "nearest_neighbors", "--out", str(tmp_path / "m.yaml"),
+                      "--workspace", str(tmp_path), "allow_encoder_mismatch=true")
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load((tmp_path / "m.yaml").read_text())["allow_encoder_mismatch"] is True
+
+
+@pytest.mark.parametrize("given", ["false", "true", "False"])
+def test_filter_by_label_is_written_as_the_string_the_container_reads(tmp_path, given):
+    out = tmp_path / "mining_spec.yaml"
+    proc = run_script("write_spec.py", "tmm", "nearest_neighbors", "--out", str(out),
+                      "--workspace", str(tmp_path), f"filter_by_label={given}")
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(out.read_text())["filter_by_label"] == given
+    assert f"filter_by_label: '{given}'" in out.read_text()

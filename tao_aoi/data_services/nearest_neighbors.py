@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from tao_aoi.cli import UsageError
+from tao_aoi.hooks import report_rules as rr
 from tao_aoi.hooks.report_rules import ENCODER_METADATA_KEY, MARK_LABEL_FILTER_NOOP
 
 SUMMARY = "Mine the topn nearest source images of every target embedding, dedupe them and write the unique filepaths plus mining_summary.txt."
@@ -34,8 +35,8 @@ ALIASES: dict[str, str] = {}
 
 SUMMARY_FILE = "mining_summary.txt"
 MINING_METADATA_KEY = "tao_aoi.mining"
-MARK_ENCODER_MISMATCH = "WARNING [encoder-mismatch]"
-MARK_ENCODER_UNKNOWN = "WARNING [encoder-unknown]"
+MARK_ENCODER_MISMATCH = rr.MARK_ENCODER_MISMATCH
+MARK_ENCODER_UNKNOWN = rr.MARK_ENCODER_UNKNOWN
 
 
 def parse_flag(value, key: str = "filter_by_label") -> bool:
@@ -234,7 +235,12 @@ def run(cfg: dict) -> int:
         if metric == "cosine":
             knn.l2_normalize_(s_emb)
             knn.l2_normalize_(t_emb)
-        idx, dist = knn.topk(t_emb, s_emb, topn, metric, normalized=(metric == "cosine"))
+        from tqdm import tqdm
+
+        with tqdm(total=len(s_emb), desc="nearest neighbours", unit="src", unit_scale=True,
+                  file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 30.0) as bar:
+            idx, dist = knn.topk(t_emb, s_emb, topn, metric, normalized=(metric == "cosine"),
+                                 progress=bar.update)
         del s_emb, t_emb
         n_t, kk = idx.shape
         t_idx = np.repeat(np.arange(n_t), kk)
@@ -257,11 +263,13 @@ def run(cfg: dict) -> int:
         t_idx, s_idx, d = t_idx[keep], s_idx[keep], d[keep]
         mined, per_label = _dedupe(t_idx, s_idx, d, src_ids, tgt_ids)
         table = _mined_table(mined, src_ids, tgt_ids)
-        meta = {ENCODER_METADATA_KEY.encode(): json.dumps(read_encoder_identity(src) or {}).encode(),
-                MINING_METADATA_KEY.encode(): json.dumps({
+        meta = {MINING_METADATA_KEY.encode(): json.dumps({
                     "topn": topn, "knn_metric": metric, "filter_by_label": label_filter,
                     "distance_threshold": threshold, "source_parquet": str(src),
                     "target_parquet": str(tgt)}).encode()}
+        src_identity = read_encoder_identity(src)
+        if src_identity:
+            meta[ENCODER_METADATA_KEY.encode()] = json.dumps(src_identity, sort_keys=True).encode()
         table = table.replace_schema_metadata(meta)
         with atomic.atomic_path(out) as tmp:
             pq.write_table(table, str(tmp))

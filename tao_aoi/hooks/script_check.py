@@ -270,6 +270,13 @@ def check(command: str, stdout: str, stderr: str, interrupted: bool = False,
         bullets.append(f"{_marker_line(out, rr.MARK_LABEL_FILTER_NOOP)} -- the label filter did "
                        "nothing, so the mined set is unfiltered: add a `label` column to both "
                        "parquets and rerun, or state it in the report.")
+    if rr.MARK_ENCODER_MISMATCH in out:
+        bullets.append(f"{_marker_line(out, rr.MARK_ENCODER_MISMATCH)} -- the two embedding "
+                       "parquets come from different encoders, so distances between them mean "
+                       "little: re-embed both with the same embedding_spec.yaml.")
+    if rr.MARK_ENCODER_UNKNOWN in out:
+        bullets.append(f"{_marker_line(out, rr.MARK_ENCODER_UNKNOWN)} -- encoder consistency "
+                       "cannot be verified: say so in the report's Encoder Consistency section.")
     if rr.MARK_DROPPED_LABELS in out:
         bullets.append(f"{_marker_line(out, rr.MARK_DROPPED_LABELS)} -- these labels reach neither "
                        "module: list them in the report's Dropped Labels section with a next step.")
