@@ -27,9 +27,12 @@ test: venv
 test-fast: venv
 	$(PY) -m pytest -q -m "not e2e and not slow"
 
+# Heavy (the k-NN one holds ~3.5 GB); numbers go into the README's Benchmarks table.
 bench: venv
 	$(PY) benchmarks/bench_gap_analysis.py
-	$(PY) benchmarks/bench_knn.py
+	$(PY) benchmarks/bench_knn.py --action
+	$(PY) benchmarks/bench_embeddings.py
+	python3 benchmarks/bench_hooks.py
 
 claude-code:
 	npm install --no-audit --no-fund --prefix $(CLAUDE_PREFIX) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)

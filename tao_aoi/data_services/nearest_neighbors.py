@@ -332,7 +332,9 @@ def _dedupe(t_idx, s_idx, d, src_ids, tgt_ids):
     mined = mined.sort_values(["best_distance", "s"], kind="mergesort")
     per_label: dict[str, tuple[int, int, int]] = {}
     if "label" in tgt_ids:
-        t_lab = pd.Series(["(none)" if v is None else str(v) for v in tgt_ids["label"]], dtype=object)
+        # Grouped as the label filter compares them, so "pass" and "PASS" are one row.
+        t_lab = pd.Series(["(none)" if v is None else str(v).strip().upper()
+                           for v in tgt_ids["label"]], dtype=object)
         pairs["tlabel"] = t_lab.to_numpy()[pairs["t"].to_numpy()]
         counts = t_lab.value_counts()
         kept = pairs.groupby("tlabel")["path"].agg(["size", "nunique"])
