@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tao_aoi.cli import UsageError
+from tao_aoi.yaml_files import load_mapping
 
 BANK_ENV = "TAO_SKILL_BANK_PATH"
 VERSIONS_FILE = "versions.yaml"
@@ -32,15 +33,7 @@ def load_versions(root: Path | None = None) -> dict:
     path = root / VERSIONS_FILE
     if not path.is_file():
         raise UsageError(f"{VERSIONS_FILE} not found at {path} ({_root_origin(root)})")
-    import yaml  # deferred: keeps this module importable on a bare python3
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"{path} must hold a mapping at the top level, found {type(data).__name__}")
-    return data
+    return load_mapping(path, VERSIONS_FILE)
 
 
 def lookup(key: str, root: Path | None = None) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from tao_aoi.cli import UsageError
+from tao_aoi.yaml_files import load_mapping
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 MISSING = "???"
@@ -137,19 +138,7 @@ def parse_overrides(overrides: Iterable[str]) -> tuple[dict, dict]:
 
 
 def load_spec_file(spec_path: str | os.PathLike) -> dict:
-    import yaml
-
-    path = Path(spec_path)
-    if not path.is_file():
-        raise UsageError(f"spec file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UsageError(f"spec file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UsageError(f"spec file {path} must hold a mapping of key: value, got {type(data).__name__}")
+    data = load_mapping(spec_path, "spec file", empty_ok=True)
     return {str(k): v for k, v in data.items()}
 
 

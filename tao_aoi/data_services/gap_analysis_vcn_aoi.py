@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tao_aoi import atomic
 from tao_aoi.cli import RunFailed, UsageError
+from tao_aoi.yaml_files import load_mapping
 from tao_aoi.hooks.report_rules import (MARK_MISSING_IMAGES, MARK_UNREACHABLE, MARK_WRONG_SIDE,
                                         RCA_ARTIFACTS, RCA_UNREACHABLE_FILE)
 
@@ -290,8 +291,6 @@ def _report_bad_scores(path):
 
 
 def read_train_config(path_text: str) -> tuple[list[str], str]:
-    import yaml
-
     from tao_aoi.gap_analysis import lighting_order
 
     path = Path(path_text)
@@ -301,11 +300,8 @@ def read_train_config(path_text: str) -> tuple[list[str], str]:
                          + (f" (found: {', '.join(yamls[:5])})" if yamls else ""))
     if not path.is_file():
         raise UsageError(f"train_config={path} does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UsageError(f"train_config={path} is not valid YAML: {' '.join(str(exc).split())}") from None
-    classify = doc.get("dataset", {}) if isinstance(doc, dict) else None
+    doc = load_mapping(path, "train_config")
+    classify = doc.get("dataset", {})
     classify = classify.get("classify") if isinstance(classify, dict) else None
     if not isinstance(classify, dict):
         raise UsageError(f"train_config={path} has no dataset.classify section "
