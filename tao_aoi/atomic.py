@@ -14,21 +14,35 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
+def atomic_paths(*dests: str | os.PathLike) -> Iterator[list[Path]]:
+    """Yield one temp path beside each of ``dests``; if the block succeeds, fsync them all,
+    then rename each over its destination in order. All files are complete before the first
+    rename, so a failed block writes none of them."""
+    targets = [Path(d) for d in dests]
+    tmps: list[Path] = []
+    try:
+        for dest in targets:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+            os.close(fd)
+            tmps.append(Path(tmp))
+        yield list(tmps)
+        for tmp in tmps:
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        for tmp, dest in zip(tmps, targets):
+            os.replace(tmp, dest)
+    finally:
+        for tmp in tmps:
+            if tmp.exists():
+                tmp.unlink()
+
+
+@contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``dest``; rename it over ``dest`` only if the block succeeds."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, dest)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+    with atomic_paths(dest) as (tmp,):
+        yield tmp
 
 
 def write_text(dest: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:

@@ -22,6 +22,11 @@ class RunFailed(Exception):
     exit_code = 1
 
 
+def one_line(exc: object, limit: int = 200) -> str:
+    """An exception's text on one line, cut at ``limit`` characters (for error messages)."""
+    return " ".join(str(exc).split())[:limit]
+
+
 def fail_line(prog: str, message: str) -> str:
     # Single line whatever the message holds, so callers and hooks can grep it.
     return f"{prog}: error: {' '.join(str(message).split())}"

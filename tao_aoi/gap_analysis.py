@@ -24,11 +24,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from tao_aoi.labels import is_pass_label  # noqa: F401  (the PASS rule, re-exported)
+
 RECALL_TOLERANCE = 1e-12
-
-
-def is_pass_label(label: str) -> bool:
-    return str(label).strip().upper() == "PASS"
 
 
 @dataclass
@@ -234,7 +232,7 @@ def select_rows(weakness: np.ndarray, misclassified: np.ndarray, groups: Sequenc
 
 def lighting_order(input_map: dict) -> list[str]:
     """Lighting names by index (the first lighting is the smallest index)."""
-    return [name for name, _ in sorted(input_map.items(), key=lambda kv: (kv[1], ))]
+    return [name for name, _ in sorted(input_map.items(), key=lambda kv: kv[1])]
 
 
 def media_root(kpi_media_path: str) -> str:

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from tao_aoi.cli import UsageError
+from tao_aoi.cli import UsageError, one_line
 
 PROG = "mining_ledger.py"
 LEDGER_COLUMNS = ("filepath", "run_id", "recorded_at")
@@ -43,7 +43,7 @@ def read_mined(path: str | Path):
     try:
         df = pd.read_csv(p) if p.suffix.lower() == ".csv" else pd.read_parquet(p)
     except Exception as exc:
-        raise UsageError(f"cannot read {p}: {' '.join(str(exc).split())[:200]}") from None
+        raise UsageError(f"cannot read {p}: {one_line(exc)}") from None
     if "filepath" not in df.columns:
         raise UsageError(f"{p} has no 'filepath' column (columns: {', '.join(map(str, df.columns))})")
     if df["filepath"].isna().any():
@@ -61,7 +61,7 @@ def read_ledger(path: str | Path):
     try:
         df = pd.read_csv(p, dtype=str) if p.suffix.lower() == ".csv" else pd.read_parquet(p)
     except Exception as exc:
-        raise UsageError(f"cannot read ledger {p}: {' '.join(str(exc).split())[:200]}") from None
+        raise UsageError(f"cannot read ledger {p}: {one_line(exc)}") from None
     missing = [c for c in LEDGER_COLUMNS if c not in df.columns]
     if missing:
         raise UsageError(f"{p} is not a mining ledger: missing column(s) {', '.join(missing)}")

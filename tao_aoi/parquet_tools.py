@@ -36,13 +36,6 @@ def read_lightings(train_config: str | os.PathLike) -> tuple[list[str], str]:
     return read_train_config(os.fspath(train_config))
 
 
-def is_pass(label: object) -> bool:
-    """The binary rule of the whole project: PASS after strip + upper, anything else NO_PASS."""
-    from tao_aoi.gap_analysis import is_pass_label
-
-    return is_pass_label(label)
-
-
 # --------------------------------------------------------------------------- loading
 def read_parquet(path: str | os.PathLike, required: Iterable[str] = ()):
     import pandas as pd

@@ -21,7 +21,8 @@ from typing import Sequence
 
 from tao_aoi.cli import UsageError
 from tao_aoi.hooks import report_rules as rr
-from tao_aoi.parquet_tools import dedupe_first_lighting, is_pass, read_parquet
+from tao_aoi.labels import is_pass_label
+from tao_aoi.parquet_tools import SAMPLE_KEYS, dedupe_first_lighting, read_parquet, sort_by_weakness
 from tao_aoi.spot_check import label_cell
 
 DRAFT_NAME = "RCA_Report.draft.md"
@@ -91,7 +92,7 @@ class Artifacts:
 
 def _samples(art: Artifacts):
     """kpi_gaps collapsed to one row per sample on the first lighting (lightings from metrics)."""
-    if art.gaps is None or not {"input_path", "object_name"} <= set(art.gaps.columns):
+    if art.gaps is None or not set(SAMPLE_KEYS) <= set(art.gaps.columns):
         return art.gaps
     lightings = list((art.metrics or {}).get("lightings") or [])
     if not lightings and "lighting" in art.gaps.columns:
@@ -127,7 +128,7 @@ def plot_scores(scores_df, threshold: float | None, dest: Path, title_note: str)
 
     from tao_aoi.atomic import atomic_path
 
-    mask = scores_df["label"].map(is_pass).to_numpy()
+    mask = scores_df["label"].map(is_pass_label).to_numpy()
     scores = scores_df["siamese_score"].astype(float).to_numpy()
     lo, hi = float(np.nanmin(scores)), float(np.nanmax(scores))
     if threshold is not None:
@@ -191,8 +192,7 @@ def _topk_table(samples, per_label: int) -> list[str]:
              "|---|---|---|---|---|---|"]
     shown = (samples.groupby(samples["label"].astype(str), sort=False, group_keys=False)
              .head(per_label))
-    shown = shown.sort_values(["weakness", "input_path", "object_name"],
-                              ascending=[False, True, True], kind="mergesort")
+    shown = sort_by_weakness(shown)
     for i, rec in enumerate(shown.to_dict(orient="records"), 1):
         wrong = bool(rec["misclassified"]) if "misclassified" in rec else float(rec["weakness"]) > 0
         lines.append(f"| {i} | {label_cell(rec['label'])} | {rec['input_path']}/{rec['object_name']} | "
@@ -209,12 +209,12 @@ def _per_label_table(m: dict, samples) -> list[str]:
              "Median weakness | Max weakness | Kept samples |",
              "|---|---|---|---|---|---|---|---|---|"]
     per_label = m.get("per_label") or {}
-    order = sorted(per_label, key=lambda k: (not is_pass(k), str(k)))
+    order = sorted(per_label, key=lambda k: (not is_pass_label(k), str(k)))
     for label in order:
         s = per_label[label] or {}
         total = s.get("total", 0)
         nmis = s.get("n_misclassified", 0)
-        lines.append(f"| {label_cell(label)} | {'PASS' if is_pass(label) else 'NO_PASS'} | {total} | {nmis} | "
+        lines.append(f"| {label_cell(label)} | {'PASS' if is_pass_label(label) else 'NO_PASS'} | {total} | {nmis} | "
                      f"{_pct(nmis, total)} | {_f(s.get('mean_weakness'))} | "
                      f"{_f(s.get('median_weakness'))} | {_f(s.get('max_weakness'))} | "
                      f"{kept.get(str(label), 0)} |")

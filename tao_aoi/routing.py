@@ -23,10 +23,11 @@ from typing import Sequence
 
 from tao_aoi.cli import UsageError
 from tao_aoi.hooks.report_rules import MARK_DROPPED_LABELS, ROUTING_ARTIFACTS
+from tao_aoi.labels import normalize_label
+from tao_aoi.parquet_tools import SAMPLE_KEYS
 
 MINING_FILE, ANOMALYGEN_FILE, SUMMARY_FILE = ROUTING_ARTIFACTS
 DEFAULT_ANOMALYGEN_LABELS = ("PASS", "EXCESS_SOLDER", "MISSING", "BRIDGE")
-SAMPLE_KEYS = ("input_path", "object_name")
 MISSING_LABEL = "<missing>"
 
 
@@ -39,7 +40,7 @@ def norm_label(value) -> str:
             return MISSING_LABEL
     except Exception:
         pass
-    text = str(value).strip().upper()
+    text = normalize_label(value)
     return text or MISSING_LABEL
 
 
@@ -236,13 +237,10 @@ def write_outputs(out_dir: Path, mining, anomalygen, summary: str) -> None:
     """Write the three artifacts all-or-nothing: every temp file is complete before any rename."""
     import pyarrow.parquet as pq
 
-    from tao_aoi.atomic import atomic_path
+    from tao_aoi.atomic import atomic_paths
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with contextlib.ExitStack() as stack:
-        tmp_m = stack.enter_context(atomic_path(out_dir / MINING_FILE))
-        tmp_a = stack.enter_context(atomic_path(out_dir / ANOMALYGEN_FILE))
-        tmp_s = stack.enter_context(atomic_path(out_dir / SUMMARY_FILE))
+    with atomic_paths(out_dir / MINING_FILE, out_dir / ANOMALYGEN_FILE,
+                      out_dir / SUMMARY_FILE) as (tmp_m, tmp_a, tmp_s):
         pq.write_table(mining, tmp_m)
         pq.write_table(anomalygen, tmp_a)
         tmp_s.write_text(summary, encoding="utf-8")

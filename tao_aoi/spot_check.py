@@ -22,8 +22,9 @@ from typing import Sequence
 
 from tao_aoi.cli import UsageError
 from tao_aoi.hooks import report_rules as rr
-from tao_aoi.parquet_tools import (dedupe_first_lighting, is_pass, read_lightings,
-                                   read_parquet, square_thumbnail)
+from tao_aoi.labels import is_pass_label, normalize_label
+from tao_aoi.parquet_tools import (dedupe_first_lighting, read_lightings, read_parquet,
+                                   square_thumbnail)
 
 PER_CLASS = 5
 THUMB_SIZE = 128
@@ -39,7 +40,7 @@ def _safe(text: str, limit: int = 40) -> str:
 def pick(df, lightings: Sequence[str], image_ext: str = "", per_class: int = PER_CLASS):
     """Return (pass_rows, no_pass_rows) as DataFrames of at most ``per_class`` samples each."""
     samples = dedupe_first_lighting(df, lightings, image_ext)
-    mask = samples["label"].map(is_pass)
+    mask = samples["label"].map(is_pass_label)
     return (samples[mask].head(per_class).reset_index(drop=True),
             samples[~mask].head(per_class).reset_index(drop=True))
 
@@ -67,7 +68,7 @@ def run_spot_check(results_dir: str | os.PathLike, lightings: Sequence[str], ima
     for cls, rows in (("PASS", pass_rows), ("NO_PASS", no_pass_rows)):
         for rec in rows.to_dict(orient="records"):
             n += 1
-            name = f"{n:02d}_{_safe(str(rec['label']).strip().upper())}_{_safe(rec['object_name'])}.png"
+            name = f"{n:02d}_{_safe(normalize_label(rec['label']))}_{_safe(rec['object_name'])}.png"
             src = str(rec["filepath"])
             status, image = "ok", f"{rr.RCA_IMAGES_DIR}/{name}"
             if not os.path.exists(src):

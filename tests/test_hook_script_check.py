@@ -1,6 +1,8 @@
 """The Bash hook (hooks/check_script_output.py): which commands it reads and what it says."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from test_hook_report_check import feedback, hook_env, run_hook
 
@@ -135,6 +137,19 @@ def test_markers(tmp_path, marker, expected):
     assert expected in out
     if marker in (rr.MARK_DROPPED_LABELS, rr.MARK_LABEL_FILTER_NOOP):
         assert "LIFTED_LEAD, SHORT" in out   # the tool's own line is repeated
+
+
+def test_failed_bash_call_is_checked_from_its_error_and_answered_as_a_failure(tmp_path):
+    # Claude Code sends a non-zero exit as PostToolUseFailure: an `error`, no tool_response.
+    event = {"session_id": "s", "transcript_path": "", "cwd": str(tmp_path),
+             "hook_event_name": "PostToolUseFailure", "tool_name": "Bash",
+             "tool_input": {"command": f"{DS} gap_analysis vcn_aoi -e /ws/spec.yaml"},
+             "error": f"Exit code 1\nbackend: local\n{rr.MARK_UNREACHABLE}: no NO_PASS rows\n"}
+    rc, out, err = run_hook("check_script_output.py", event, hook_env(tmp_path))
+    assert rc == 0, err
+    payload = json.loads(out)["hookSpecificOutput"]
+    assert payload["hookEventName"] == "PostToolUseFailure"
+    assert "skip the visual spot check" in payload["additionalContext"]
 
 
 def test_toggles_silence_only_their_family(tmp_path):

@@ -2,7 +2,7 @@
 
 Reads ``<inference_results_dir>/inference.csv`` and the VCN train YAML, validates everything,
 then writes kpi_gaps.parquet, threshold.txt, metrics.json and weak_samples_breakdown.txt into
-``results_dir`` through a staging folder (renamed into place), or unreachable_kpi.txt and exit 1
+``results_dir`` all-or-nothing (``atomic.atomic_paths``), or unreachable_kpi.txt and exit 1
 when the recall target cannot be met. The math lives in :mod:`tao_aoi.gap_analysis`.
 """
 from __future__ import annotations
@@ -10,9 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from tao_aoi import atomic
@@ -384,28 +382,6 @@ def _breakdown_text(rows: list[dict], choice, selection_mode: str, top_k, kept: 
     return "\n".join(lines) + "\n"
 
 
-def _fsync_write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _publish(results_dir: Path, write_files) -> None:
-    """Write every artifact into a staging folder inside results_dir, then rename into place."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".gap_analysis.staging.", dir=results_dir))
-    try:
-        names = write_files(staging)
-        for name in names:
-            os.replace(staging / name, results_dir / name)
-        stale = results_dir / RCA_UNREACHABLE_FILE
-        if stale.exists():
-            stale.unlink()
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def _write_unreachable(results_dir: Path, text: str) -> None:
     results_dir.mkdir(parents=True, exist_ok=True)
     for name in RCA_ARTIFACTS:
@@ -547,17 +523,15 @@ def run(cfg: dict) -> int:
         "per_label": per_label,
     }
 
-    def write_files(staging: Path) -> list[str]:
-        pq.write_table(gaps, staging / GAPS_FILE)
-        with open(staging / GAPS_FILE, "rb+") as fh:
-            os.fsync(fh.fileno())
-        _fsync_write(staging / THRESHOLD_FILE, (repr(float(t)) + "\n").encode())
-        _fsync_write(staging / METRICS_FILE, (json.dumps(metrics, indent=2) + "\n").encode())
-        _fsync_write(staging / BREAKDOWN_FILE,
-                     _breakdown_text(breakdown, choice, selection_mode, top_k, int(kept.size)).encode())
-        return [GAPS_FILE, THRESHOLD_FILE, METRICS_FILE, BREAKDOWN_FILE]
-
-    _publish(results_dir, write_files)
+    # all four or none: every file is complete before the first rename
+    names = (GAPS_FILE, THRESHOLD_FILE, METRICS_FILE, BREAKDOWN_FILE)
+    with atomic.atomic_paths(*(results_dir / n for n in names)) as (tmp_g, tmp_t, tmp_m, tmp_b):
+        pq.write_table(gaps, tmp_g)
+        tmp_t.write_text(repr(float(t)) + "\n", encoding="utf-8")
+        tmp_m.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        tmp_b.write_text(_breakdown_text(breakdown, choice, selection_mode, top_k, int(kept.size)),
+                         encoding="utf-8")
+    (results_dir / RCA_UNREACHABLE_FILE).unlink(missing_ok=True)
 
     # 3. summary on stdout
     kept_no_pass = int(np.count_nonzero(kept_pos))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tao_aoi.cli import RunFailed, UsageError
+from tao_aoi.cli import RunFailed, UsageError, one_line
 from tao_aoi.hooks.report_rules import ENCODER_METADATA_KEY, MARK_MISSING_IMAGES
 
 SUMMARY = "Encode every filepath of a parquet into an L2-normalised `embedding` column (SigLIP, CLIP or the weight-free baseline)."
@@ -59,7 +59,7 @@ def _load_one(path, encoder):
     except UnidentifiedImageError:
         return None, "not a readable image"
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        return None, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        return None, f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def _batches(paths: list, encoder, batch_size: int, num_workers: int):
@@ -97,7 +97,7 @@ def _validate(cfg: dict):
     try:
         table = pq.read_table(src)
     except Exception as exc:
-        raise UsageError(f"input_parquet {src} is not a readable parquet: {' '.join(str(exc).split())[:200]}") from None
+        raise UsageError(f"input_parquet {src} is not a readable parquet: {one_line(exc)}") from None
     if "filepath" not in table.column_names:
         raise UsageError(f"input_parquet {src} has no 'filepath' column (columns: "
                          f"{', '.join(table.column_names) or 'none'})")

@@ -26,9 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tao_aoi.cli import UsageError
+from tao_aoi.cli import UsageError, one_line
 from tao_aoi.hooks import report_rules as rr
 from tao_aoi.hooks.report_rules import ENCODER_METADATA_KEY, MARK_LABEL_FILTER_NOOP
+from tao_aoi.labels import normalize_label
 
 SUMMARY = "Mine the topn nearest source images of every target embedding, dedupe them and write the unique filepaths plus mining_summary.txt."
 ALIASES: dict[str, str] = {}
@@ -129,7 +130,7 @@ def _label_codes(source_labels: list, target_labels: list) -> tuple[np.ndarray, 
 
     both = pd.Series(list(source_labels) + list(target_labels), dtype=object)
     text = both.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
-                    else (str(v).strip().upper() or None))
+                    else (normalize_label(v) or None))
     codes, _ = pd.factorize(text, use_na_sentinel=True)
     n = len(source_labels)
     return codes[:n], codes[n:]
@@ -203,7 +204,7 @@ def run(cfg: dict) -> int:
         src_ids = _read_columns(src, ("filepath", "label"))
         tgt_ids = _read_columns(tgt, ("filepath", "label"))
     except Exception as exc:
-        raise UsageError(f"cannot read the parquets: {' '.join(str(exc).split())[:200]}") from None
+        raise UsageError(f"cannot read the parquets: {one_line(exc)}") from None
     if "filepath" not in src_ids:
         raise UsageError(f"source_parquet {src} has no 'filepath' column; mined images are "
                          f"reported by filepath")
@@ -333,7 +334,7 @@ def _dedupe(t_idx, s_idx, d, src_ids, tgt_ids):
     per_label: dict[str, tuple[int, int, int]] = {}
     if "label" in tgt_ids:
         # Grouped as the label filter compares them, so "pass" and "PASS" are one row.
-        t_lab = pd.Series(["(none)" if v is None else str(v).strip().upper()
+        t_lab = pd.Series(["(none)" if v is None else normalize_label(v)
                            for v in tgt_ids["label"]], dtype=object)
         pairs["tlabel"] = t_lab.to_numpy()[pairs["t"].to_numpy()]
         counts = t_lab.value_counts()

@@ -29,6 +29,7 @@ import numpy as np
 
 from tao_aoi.cli import RunFailed
 from tao_aoi.hooks import report_rules as rr
+from tao_aoi.labels import normalize_label
 
 POOL_DIRNAME = "source_pool"
 # Images per label in the synthetic pool. TOMBSTONE is absent on purpose: it is not an
@@ -261,7 +262,7 @@ def _label_counts(path: Path, unique_samples: bool = False) -> dict[str, int] | 
     cols = ["label"] + ([c for c in ("input_path", "object_name") if c in names]
                         if unique_samples else [])
     df = pd.read_parquet(path, columns=cols)
-    df["label"] = df["label"].astype(str).str.strip().str.upper()
+    df["label"] = df["label"].astype(str).map(normalize_label)
     if unique_samples and len(cols) == 3:
         df = df.drop_duplicates()
     return {str(k): int(v) for k, v in sorted(df["label"].value_counts().items())}
@@ -293,12 +294,12 @@ def mining_report(run: Path, route: dict, pool_counts: dict[str, int], output: s
     cross: dict[str, int] = {}
     if "nearest_target" in mined_df.columns:
         tdf = pd.read_parquet(run / "target_embeddings.parquet", columns=["filepath", "label"])
-        owner = tdf.drop_duplicates("filepath").set_index("filepath")["label"].astype(str) \
-            .str.strip().str.upper()
+        owner = (tdf.drop_duplicates("filepath").set_index("filepath")["label"]
+                 .astype(str).map(normalize_label))
         served = mined_df["nearest_target"].map(owner)
         for_label = {str(k): int(v) for k, v in served.value_counts().items()}
         if "label" in mined_df.columns:
-            own = mined_df["label"].astype(str).str.strip().str.upper()
+            own = mined_df["label"].astype(str).map(normalize_label)
             cross = {str(k): int(v) for k, v in served[own != served].value_counts().items()}
     rows = []
     for label in sorted(set(targets) | set(mined)):

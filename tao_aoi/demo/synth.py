@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tao_aoi.labels import normalize_label
+
 # Written in this order on purpose: the first lighting is the one with the smallest index
 # (Top, index 0), not the first key in the file.
 INPUT_MAP = {"Angle": 1, "UV": 2, "Top": 0}
@@ -157,5 +159,5 @@ def generate(workspace: str | Path, seed: int = 7) -> SynthInfo:
         "dataset:\n  classify:\n    image_ext: " + IMAGE_EXT + "\n    input_map:\n" + map_lines +
         "train:\n  num_epochs: 1\n", encoding="utf-8")
     mislabeled = [(r["input_path"], r["object_name"], r["label"], r["shows"])
-                  for r in rows if r["shows"] != r["label"].strip().upper()]
+                  for r in rows if r["shows"] != normalize_label(r["label"])]
     return SynthInfo(csv_path, train_yaml, data, len(rows), n_images, mislabeled)

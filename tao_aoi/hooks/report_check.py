@@ -553,4 +553,4 @@ def handle(event: dict) -> None:
         messages = [f"tao-aoi check of {path.name}: {len(problems)} problem(s); fix each, then "
                     "rewrite the report (the check and packaging run again):"] + [
             f"- {p}" for p in problems] + messages
-    emit_context("PostToolUse", messages)
+    emit_context(event.get("hook_event_name") or "PostToolUse", messages)

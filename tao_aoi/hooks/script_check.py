@@ -308,13 +308,19 @@ def handle(event: dict) -> None:
 
     if not enabled(family):
         return
-    response = event.get("tool_response") or {}
+    response = event.get("tool_response")
+    if response is None and "error" in event:
+        # A Bash call that exits non-zero arrives as PostToolUseFailure: no tool_response, an
+        # ``error`` holding "Exit code N", stdout and stderr run together.
+        response = {"stderr": str(event.get("error") or "")}
     if not isinstance(response, dict):
-        response = {"stdout": str(response)}
+        response = {"stdout": str(response or "")}
     bullets = check(command, str(response.get("stdout") or ""), str(response.get("stderr") or ""),
                     interrupted=bool(response.get("interrupted")),
                     background=bool(tool_input.get("run_in_background")
                                     or response.get("backgroundTaskId")))
     if bullets:
-        emit_context("PostToolUse", [f"tao-aoi {family} script check:"]
+        # The reply must name the event it answers, or Claude Code drops the feedback.
+        emit_context(event.get("hook_event_name") or "PostToolUse",
+                     [f"tao-aoi {family} script check:"]
                      + [f"- {b}" for b in bullets])

@@ -5,6 +5,7 @@ from the demo generators, good report text from the demo's report writers.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -14,8 +15,9 @@ from pathlib import Path
 
 from harness import REPO, bank_python, bash_blocks, fill_recipe
 
-WRITE_FEEDBACK = "PostToolUse:Write hook additional context:"
-BASH_FEEDBACK = "PostToolUse:Bash hook additional context:"
+FEEDBACK = "PostToolUse:{tool} hook additional context:"
+WRITE_FEEDBACK = FEEDBACK.format(tool="Write")
+BASH_FEEDBACK = FEEDBACK.format(tool="Bash")
 RCA_PIECES = ("skills/tao-analyze-gaps-visual-changenet/references/recipe.md",
               "scripts/data_services.py", "scripts/spot_check.py", "scripts/draft_report.py",
               "tao_aoi/demo/synth.py", "tao_aoi/demo/rca.py", "hooks/on_report_written.py")
@@ -33,10 +35,21 @@ def rca_recipe_command(ws: Path, exp: Path) -> str:
     return exports + "\n" + extract_recipe(REPO)
 
 
-def new_experiment(ws: Path, name: str) -> Path:
-    """A fresh experiment dir (inference CSV + train YAML) over the shared demo dataset."""
+def new_experiment(ws: Path, name: str, keep_labels: set[str] | None = None) -> Path:
+    """A fresh experiment dir (inference CSV + train YAML) over the shared demo dataset;
+    with ``keep_labels`` its inference.csv keeps only the rows whose label (stripped,
+    upper-cased, as the gap analysis reads it) is in that set."""
     exp = ws / name
     shutil.copytree(ws / "experiment", exp, ignore=shutil.ignore_patterns("*_results"))
+    if keep_labels is not None:
+        csv_path = exp / "inference" / "inference.csv"
+        with open(csv_path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))
+        column = rows[0].index("label")
+        kept = [row for row in rows[1:] if row[column].strip().upper() in keep_labels]
+        assert kept, f"no row of {csv_path} has a label in {keep_labels}"
+        with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows([rows[0]] + kept)
     return exp
 
 
@@ -63,6 +76,32 @@ def good_rca_report(rca_dir: Path) -> str:
     text = path.read_text(encoding="utf-8")
     path.unlink()
     return text
+
+
+def unreachable_rca_report(rca_dir: Path) -> str:
+    """An abridged RCA_Report.md for an unreachable-KPI run, written the way the check's rules
+    say (report_rules.RCA_UNREACHABLE_SECTIONS as ``## <n>. <name>``, the Unreachable KPI
+    section quoting unreachable_kpi.txt, Recommended Actions: retrain or relabel)."""
+    from tao_aoi.hooks.report_rules import RCA_UNREACHABLE_FILE, RCA_UNREACHABLE_SECTIONS
+
+    quoted = (rca_dir / RCA_UNREACHABLE_FILE).read_text(encoding="utf-8").rstrip()
+    threshold = rca_dir / "threshold.txt"
+    chosen = (f"threshold.txt holds {threshold.read_text(encoding='utf-8').strip()}."
+              if threshold.is_file() else "No threshold was chosen: none reaches the target.")
+    bodies = {
+        "Verdict": "No threshold reaches the recall target, so the model cannot meet the KPI "
+                   "at any operating point with this inference CSV.",
+        "Threshold Selection": f"Target min_recall = 1.0. {chosen}",
+        "Unreachable KPI": f"{RCA_UNREACHABLE_FILE} says:\n\n"
+                           + "\n".join("> " + ln if ln else ">" for ln in quoted.splitlines())
+                           + "\n\nThe weakness ranking and the visual spot check were skipped.",
+        "Recommended Actions": "1. Relabel or re-export the test set so the CSV holds its defect "
+                               "(NO_PASS) samples, then retrain and rerun this analysis.",
+    }
+    assert list(bodies) == list(RCA_UNREACHABLE_SECTIONS), RCA_UNREACHABLE_SECTIONS
+    parts = [f"# RCA Report: unreachable KPI ({rca_dir.name})"]
+    parts += [f"## {n}. {name}\n\n{body}" for n, (name, body) in enumerate(bodies.items(), 1)]
+    return "\n\n".join(parts) + "\n"
 
 
 def results_copy(rca_results: Path, name: str) -> Path:
@@ -113,12 +152,13 @@ def out_dir(output: str, key: str) -> Path:
 
 
 # ------------------------------------------------------------------------ assertions
-def assert_feedback(session, step: int, *needles: str) -> str:
-    """The report hook's feedback for step ``step`` reached the model in the NEXT request
-    (and is not an echo of an earlier one)."""
+def assert_feedback(session, step: int, *needles: str, tool: str = "Write") -> str:
+    """The report hook's feedback for step ``step`` (a ``tool`` call: Write, Edit ...) reached
+    the model in the NEXT request (and is not an echo of an earlier one)."""
     seen = session.seen_after(step)
-    assert WRITE_FEEDBACK in seen, f"no report-hook feedback after step {step}:\n{seen[:2000]}"
-    feedback = seen[seen.index(WRITE_FEEDBACK):]
+    marker = FEEDBACK.format(tool=tool)
+    assert marker in seen, f"no report-hook feedback after step {step}:\n{seen[:2000]}"
+    feedback = seen[seen.index(marker):]
     for needle in needles:
         assert needle in feedback, f"{needle!r} not in the feedback:\n{feedback[:2000]}"
     if step > 0:

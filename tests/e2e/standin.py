@@ -9,8 +9,8 @@ A scenario is a list of steps. The n-th step answers the first "main loop" reque
 (one that carries ``tools``) whose conversation holds n assistant turns, so a retried
 request gets the same answer instead of skipping a step. A step is
 
-* ``tool_use(name, input)``  -- the model calls a tool (``bash``/``write``/``skill``/``read``
-  are shorthands);
+* ``tool_use(name, input)``  -- the model calls a tool (``bash``/``write``/``edit``/``read``/
+  ``skill`` are shorthands);
 * ``final(text)``           -- the model ends its turn with text;
 * a callable ``f(request) -> step`` that sees the request being answered (whose last
   user message holds the previous tool's result) and returns one of the above.
@@ -56,6 +56,12 @@ def bash(command: str, description: str = "scripted command", timeout_ms: int | 
 
 def write(file_path: str, content: str) -> Step:
     return tool_use("Write", {"file_path": str(file_path), "content": content})
+
+
+def edit(file_path: str, old_string: str, new_string: str) -> Step:
+    """Claude Code's Edit tool; it refuses a file not Read in the session first."""
+    return tool_use("Edit", {"file_path": str(file_path), "old_string": old_string,
+                             "new_string": new_string})
 
 
 def read(file_path: str) -> Step:
