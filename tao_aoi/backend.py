@@ -59,14 +59,21 @@ def _run(cmd: list[str], timeout: float) -> tuple[bool, str]:
     return False, lines[0] if lines else f"exit status {proc.returncode}"
 
 
+def _no_docker() -> Check:
+    return Check("docker", False, "docker not found on PATH", "docker not found")
+
+
+def _no_gpu() -> Check:
+    return Check("gpu", False, "nvidia-smi not found on PATH", "no GPU (nvidia-smi not found)")
+
+
 def path_checks() -> list[Check]:
     """Failed checks visible from PATH alone (no process started): cheap enough for a hook."""
     failed = []
     if shutil.which("docker") is None:
-        failed.append(Check("docker", False, "docker not found on PATH", "docker not found"))
+        failed.append(_no_docker())
     if shutil.which("nvidia-smi") is None:
-        failed.append(Check("gpu", False, "nvidia-smi not found on PATH",
-                            "no GPU (nvidia-smi not found)"))
+        failed.append(_no_gpu())
     return failed
 
 
@@ -75,15 +82,14 @@ def probe(image: str, timeout: float = PROBE_TIMEOUT_S) -> list[Check]:
     checks: list[Check] = []
     docker = shutil.which("docker")
     if docker is None:
-        checks.append(Check("docker", False, "docker not found on PATH", "docker not found"))
+        checks.append(_no_docker())
     else:
         ok, why = _run([docker, "info"], timeout)
         checks.append(Check("docker", ok, "docker info answered" if ok else f"docker info failed: {why}",
                             "" if ok else f"docker not working: {why}"))
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        checks.append(Check("gpu", False, "nvidia-smi not found on PATH",
-                            "no GPU (nvidia-smi not found)"))
+        checks.append(_no_gpu())
     else:
         ok, why = _run([smi], timeout)
         checks.append(Check("gpu", ok, "nvidia-smi answered" if ok else f"nvidia-smi failed: {why}",

@@ -40,7 +40,7 @@ def lookup(key: str, root: Path | None = None) -> str:
     """The string at dotted ``key`` in versions.yaml; a UsageError names what is wrong."""
     root = Path(root) if root is not None else bank_root()
     node: object = load_versions(root)
-    parts = [p for p in key.split(".")]
+    parts = key.split(".")
     if not key or any(not p for p in parts):
         raise UsageError(f"bad key {key!r}: expected dotted names such as {DATA_SERVICES_IMAGE_KEY}")
     walked: list[str] = []

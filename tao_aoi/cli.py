@@ -22,14 +22,14 @@ class RunFailed(Exception):
     exit_code = 1
 
 
-def one_line(exc: object, limit: int = 200) -> str:
-    """An exception's text on one line, cut at ``limit`` characters (for error messages)."""
+def one_line(exc: object, limit: int | None = 200) -> str:
+    """An exception's text on one line, cut at ``limit`` characters (None: whole) for messages."""
     return " ".join(str(exc).split())[:limit]
 
 
 def fail_line(prog: str, message: str) -> str:
     # Single line whatever the message holds, so callers and hooks can grep it.
-    return f"{prog}: error: {' '.join(str(message).split())}"
+    return f"{prog}: error: {one_line(message, None)}"
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], prog: str,

@@ -19,7 +19,7 @@ over the rows per candidate threshold.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -49,9 +49,6 @@ class ThresholdChoice:
     @property
     def confusion_matrix(self) -> dict:
         return {"tp": self.tp, "fp": self.fp, "tn": self.tn, "fn": self.fn}
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class UnreachableKPI(Exception):

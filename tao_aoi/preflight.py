@@ -18,6 +18,7 @@ from tao_aoi import atomic, backend
 from tao_aoi.bank import DATA_SERVICES_IMAGE_KEY, bank_root, resolve_image
 from tao_aoi.cli import UsageError
 from tao_aoi.hooks.report_rules import MARK_BACKEND
+from tao_aoi.paths import is_within
 
 SHELL_VARS = ("DS", "DS_CMD", "DS_BACKEND", "WORKSPACE", "DS_IMAGE")
 
@@ -36,18 +37,14 @@ def default_workspace(paths: list[Path]) -> Path:
     return root
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
 def check_paths(workspace: Path, paths: list[Path]) -> None:
     real_ws = Path(os.path.realpath(workspace))
     for p in paths:
-        if not _inside(p, workspace):
+        if not is_within(p, workspace):
             raise UsageError(f"{p} is outside the workspace {workspace}: the container sees only "
                              "the workspace mount; pick a --workspace that holds every path")
         real = Path(os.path.realpath(p))
-        if not _inside(real, real_ws):
+        if not is_within(real, real_ws):
             raise UsageError(f"{p} resolves through a symlink to {real}, outside the workspace "
                              f"{workspace}; the container cannot follow it")
 
@@ -130,8 +127,9 @@ def write_launcher(result: dict) -> Path:
     digest = hashlib.sha256(body.encode()).hexdigest()[:16]
     dest = launcher_dir() / f"ds-{result['backend']}-{digest}"
     if not dest.exists():
-        atomic.write_text(dest, body)
-        dest.chmod(0o755)
+        with atomic.atomic_path(dest) as tmp:  # executable before it appears under its name
+            tmp.write_text(body, encoding="utf-8")
+            tmp.chmod(0o755)
     return dest
 
 

@@ -20,12 +20,16 @@ import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from tao_aoi.cli import UsageError
+from tao_aoi.cli import UsageError, one_line
+from tao_aoi.paths import is_within
 from tao_aoi.yaml_files import load_mapping
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 MISSING = "???"
 _KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Plain path text ("/data/exp/rca", "out/run_1"): omegaconf reads it as that same string
+# (the '/' makes it several tokens, never a number/bool/null), so it skips the parser (~80 ms).
+_PATH_TEXT_RE = re.compile(r"[A-Za-z0-9_./-]*/[A-Za-z0-9_./-]*")
 _JSON_TYPE_NAMES = {"string": "a string", "number": "a number", "integer": "an integer",
                     "boolean": "a boolean (true/false)", "null": "null", "object": "a mapping",
                     "array": "a list"}
@@ -115,24 +119,37 @@ def _coerce_strings(values: dict, schema: Mapping, raw: Mapping[str, str] | None
     return out
 
 
+def _given(values: Mapping, raw: Mapping[str, str] | None, schema: Mapping,
+           aliases: Mapping[str, str], source: str) -> dict:
+    """Values from one source, old names renamed, keys checked, text keys kept as text."""
+    values = _apply_aliases(dict(values), aliases, source)
+    if raw is not None:
+        raw = {aliases.get(k, k): v for k, v in raw.items()}
+    _check_keys(values, schema, source)
+    return _coerce_strings(values, schema, raw)
+
+
 def parse_overrides(overrides: Iterable[str]) -> tuple[dict, dict]:
     """``key=value`` items -> (parsed values, raw texts). Hydra's ``+key``/``++key`` are accepted."""
     values: dict[str, Any] = {}
     raw: dict[str, str] = {}
     for item in overrides:
-        from omegaconf import OmegaConf  # imported only when there are overrides (~0.2 s)
-
         key, sep, text = item.partition("=")
         key = key.lstrip("+")
         if not sep or not key:
             raise UsageError(f"override '{item}' is not key=value")
         if not _KEY_RE.match(key):
             raise UsageError(f"override key '{key}' is not a plain key name (nested keys are not used)")
-        try:
-            parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]), resolve=False)["v"]
-        except Exception as exc:  # omegaconf grammar errors
-            raise UsageError(f"cannot parse override '{item}': {' '.join(str(exc).split())}") from None
-        values[key] = parsed
+        if _PATH_TEXT_RE.fullmatch(text):
+            values[key] = text
+        else:
+            from omegaconf import OmegaConf  # imported only when a value needs it (~0.08 s)
+
+            try:
+                values[key] = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]),
+                                                     resolve=False)["v"]
+            except Exception as exc:  # omegaconf grammar errors
+                raise UsageError(f"cannot parse override '{item}': {one_line(exc, None)}") from None
         raw[key] = text
     return values, raw
 
@@ -149,7 +166,7 @@ def _resolve_interpolations(values: dict) -> dict:
     try:
         return OmegaConf.to_container(OmegaConf.create(values), resolve=True, throw_on_missing=False)
     except Exception as exc:
-        raise UsageError(f"cannot resolve interpolation: {' '.join(str(exc).split())}") from None
+        raise UsageError(f"cannot resolve interpolation: {one_line(exc, None)}") from None
 
 
 def missing_keys(values: Mapping) -> list[str]:
@@ -186,7 +203,7 @@ def validate(values: Mapping, schema: Mapping, allow_missing: bool = False) -> N
             problems.append(f"mandatory value missing: {err.message}")
         else:
             where = f"{key}: " if key is not None else ""
-            problems.append(f"{where}{' '.join(err.message.split())}")
+            problems.append(f"{where}{one_line(err.message, None)}")
     if problems:
         raise UsageError("; ".join(problems))
 
@@ -210,14 +227,9 @@ def resolve(category: str, action: str, spec_path: str | os.PathLike | None,
     schema = load_schema(category, action)
     merged = schema_defaults(schema)
     if spec_path is not None:
-        spec = _apply_aliases(load_spec_file(spec_path), aliases, f"spec {spec_path}")
-        _check_keys(spec, schema, f"spec {spec_path}")
-        merged.update(_coerce_strings(spec, schema))
+        merged.update(_given(load_spec_file(spec_path), None, schema, aliases, f"spec {spec_path}"))
     values, raw = parse_overrides(overrides)
-    values = _apply_aliases(values, aliases, "the overrides")
-    raw = {aliases.get(k, k): v for k, v in raw.items()}
-    _check_keys(values, schema, "the overrides")
-    merged.update(_coerce_strings(values, schema, raw))
+    merged.update(_given(values, raw, schema, aliases, "the overrides"))
     merged = _resolve_interpolations(merged)
     validate(merged, schema, allow_missing=allow_missing)
     return merged
@@ -229,22 +241,17 @@ def dump_yaml(values: Mapping) -> str:
     return yaml.safe_dump(dict(values), sort_keys=False, default_flow_style=False, allow_unicode=True)
 
 
-def _inside(path: Path, root: Path) -> bool:
-    try:
-        return os.path.commonpath([str(path), str(root)]) == str(root)
-    except ValueError:
-        return False
-
-
 def write_spec(category: str, action: str, values: Mapping, dest: str | os.PathLike,
                workspace: str | os.PathLike | None = None,
-               aliases: Mapping[str, str] | None = None) -> Path:
+               aliases: Mapping[str, str] | None = None,
+               raw: Mapping[str, str] | None = None) -> Path:
     """Write a spec YAML (every schema key, in schema order) after validating ``values``.
 
     Unknown keys and wrong types are refused; mandatory keys not given are written as ``???``
     (to be supplied as overrides at run time). ``dest`` outside ``workspace`` is refused.
     Keys marked ``x-local-only`` in the schema are written only when given: the container's
-    schema does not know them, and the same spec must drive either backend.
+    schema does not know them, and the same spec must drive either backend. ``raw`` holds the
+    command-line texts of ``values`` (from :func:`parse_overrides`): text keys keep them.
     """
     from tao_aoi import atomic
 
@@ -253,13 +260,12 @@ def write_spec(category: str, action: str, values: Mapping, dest: str | os.PathL
     if workspace is not None:
         root = Path(os.path.realpath(os.fspath(workspace)))
         real_dest = Path(os.path.realpath(dest_path))
-        if not _inside(real_dest, root):
+        if not is_within(real_dest, root):
             raise UsageError(f"refusing to write {dest_path}: it is outside the workspace {root}")
-    given = _apply_aliases(dict(values), dict(aliases or {}), "the values")
-    _check_keys(given, schema, "the values")
+    given = _given(values, raw, schema, dict(aliases or {}), "the values")
     merged = {key: value for key, value in schema_defaults(schema).items()
               if key in given or not schema["properties"][key].get("x-local-only")}
-    merged.update(_coerce_strings(given, schema))
+    merged.update(given)
     validate(merged, schema, allow_missing=True)
     if dest_path.exists() and dest_path.is_dir():
         raise UsageError(f"--out {dest_path} is a directory; give a file path such as {dest_path}/spec.yaml")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 def load_mapping(path: str | os.PathLike, what: str, empty_ok: bool = False) -> dict:
     """The file's top-level mapping; ``what`` names the file in messages (e.g. "spec file")."""
-    from tao_aoi.cli import UsageError
+    from tao_aoi.cli import UsageError, one_line
     import yaml
 
     path = Path(path)
@@ -21,7 +21,7 @@ def load_mapping(path: str | os.PathLike, what: str, empty_ok: bool = False) -> 
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{what} {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+        raise UsageError(f"{what} {path} is not valid YAML: {one_line(exc, None)}") from None
     if data is None and empty_ok:
         return {}
     if not isinstance(data, dict):

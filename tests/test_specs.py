@@ -54,6 +54,17 @@ def test_string_keys_keep_their_text(tmp_path):
     assert cfg["results_dir"] == "2024_01_01" and cfg["kpi_media_path"] == "2024"
 
 
+@pytest.mark.parametrize("text", ["/data/exp/rca", "out/run_1", "2024_01_01/x", "1/2", "true/x",
+                                  "null/", "/", "../1e5", "-1/inf", "./nan"])
+def test_path_texts_skip_omegaconf_with_the_same_result(text):
+    from omegaconf import OmegaConf
+
+    expected = OmegaConf.to_container(OmegaConf.from_dotlist([f"v={text}"]), resolve=False)["v"]
+    values, raw = specs.parse_overrides([f"results_dir={text}"])
+    assert values == {"results_dir": expected} and raw == {"results_dir": text}
+    assert type(values["results_dir"]) is type(expected)
+
+
 def test_aliases_in_spec_and_overrides_emit_notices(tmp_path, capsys):
     spec = write(tmp_path, {"inference_csv": "/a", "train_config": "/t.yaml", "kpi_media_path": "/m"})
     cfg = specs.resolve("gap_analysis", "vcn_aoi", spec, ["output_dir=/o"], ALIASES)

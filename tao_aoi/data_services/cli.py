@@ -43,13 +43,14 @@ Use '<category> <action> --help' for the keys of one action and their defaults.
 Exit codes: 0 done, 1 goal not met (e.g. unreachable KPI), 2 bad input (nothing written)."""
 
 
-class _HelpOnlyParser(argparse.ArgumentParser):
-    def error(self, message: str):  # never used for parsing; kept one-line anyway
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
         raise UsageError(message)
 
 
 def _help_parser(epilog: str, description: str = _DESCRIPTION) -> argparse.ArgumentParser:
-    parser = _HelpOnlyParser(prog=PROG, description=description, epilog=epilog, add_help=False,
+    # help text only: the runner parses its own command line (see _parse)
+    parser = _Parser(prog=PROG, description=description, epilog=epilog, add_help=False,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("category", help="action category, e.g. gap_analysis")
     parser.add_argument("action", help="action name, e.g. vcn_aoi")
@@ -71,11 +72,7 @@ def _actions_text() -> str:
 
 def action_help(category: str, action: str) -> str:
     schema = specs.load_schema(category, action)
-    aliases = {}
-    try:
-        aliases = dict(registry.load(category, action).ALIASES)
-    except UsageError:
-        pass
+    aliases = registry.aliases(category, action)
     lines = [f"{category} {action}: {registry.summary(category, action)}", "",
              f"keys (schema {specs.schema_path(category, action).name}; spec file < key=value overrides):"]
     required = set(schema.get("required", []))
@@ -192,11 +189,6 @@ example:
 See 'python3 scripts/data_services.py --help' for the actions and their keys."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UsageError(message)
-
-
 def write_spec_main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(prog=WRITE_SPEC_PROG, description=_WS_DESCRIPTION, epilog=_WS_EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -207,17 +199,8 @@ def write_spec_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workspace", help="refuse to write outside this folder")
     args = parser.parse_intermixed_args(argv)
     registry.check(args.category, args.action)
-    aliases = {}
-    try:
-        aliases = dict(registry.load(args.category, args.action).ALIASES)
-    except UsageError:
-        pass  # the schema alone is enough to write a spec
     values, raw = specs.parse_overrides(args.values)
-    schema = specs.load_schema(args.category, args.action)
-    for key in list(values):  # keep the text of string-typed keys (old names included)
-        new = aliases.get(key, key)
-        values[key] = specs._coerce_strings({new: values[key]}, schema, {new: raw[key]})[new]
     path = specs.write_spec(args.category, args.action, values, args.out, workspace=args.workspace,
-                            aliases=aliases)
+                            aliases=registry.aliases(args.category, args.action), raw=raw)
     print(path)
     return 0

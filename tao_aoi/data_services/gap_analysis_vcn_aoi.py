@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from tao_aoi import atomic
-from tao_aoi.cli import RunFailed, UsageError
+from tao_aoi.cli import RunFailed, UsageError, one_line
 from tao_aoi.yaml_files import load_mapping
 from tao_aoi.hooks.report_rules import (MARK_MISSING_IMAGES, MARK_UNREACHABLE, MARK_WRONG_SIDE,
                                         RCA_ARTIFACTS, RCA_UNREACHABLE_FILE)
@@ -28,7 +28,6 @@ CSV_NAME = "inference.csv"
 REQUIRED_COLUMNS = ("input_path", "object_name", "label", "siamese_score")
 OUR_COLUMNS = ("filepath", "input_path", "object_name", "lighting", "label", "siamese_score",
                "weakness", "misclassified")
-GAPS_FILE, THRESHOLD_FILE, METRICS_FILE, BREAKDOWN_FILE = RCA_ARTIFACTS
 _SHOW_LINES = 5
 
 
@@ -73,7 +72,7 @@ def _read_header(path: Path) -> list[str]:
 
 
 def read_inference(path: Path):
-    """(Arrow table, scores as float64 numpy), fully validated; label is dictionary-encoded."""
+    """(Arrow table, scores as float64 numpy, label as one DictionaryArray), fully validated."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -91,7 +90,7 @@ def read_inference(path: Path):
     except pa.ArrowInvalid as exc:
         if "siamese_score" in str(exc) or "conversion error to double" in str(exc):
             _report_bad_scores(path)
-        raise UsageError(f"{path} is not a well-formed CSV: {' '.join(str(exc).split())}") from None
+        raise UsageError(f"{path} is not a well-formed CSV: {one_line(exc, None)}") from None
     table = table.rename_columns([c.strip() for c in table.column_names])
     if table.num_rows == 0:
         raise UsageError(f"{path} is empty (a header and no rows)")
@@ -111,7 +110,7 @@ def read_inference(path: Path):
         rows = np.union1d(np.flatnonzero(np.isin(codes, bad_codes)) if bad_codes else null_rows,
                           null_rows)
         raise UsageError(f"label is empty on {rows.size} row(s) of {path}: {_lines(rows, rows.size)}")
-    return table, scores
+    return table, scores, label
 
 
 def float_column(col):
@@ -162,11 +161,18 @@ def _int_array(values):
 
 
 def _decode(indices, names):
-    """Strings ``names[indices]`` as an Arrow string array (built from a dictionary)."""
+    """Strings ``names[indices]`` as an Arrow string array (built from a dictionary).
+
+    Up to ``COLUMNAR_ROWS`` values element by element: dictionary_decode imports
+    pyarrow.compute (~60 ms, the largest import of a small run).
+    """
     import numpy as np
     import pyarrow as pa
 
     idx = np.ascontiguousarray(indices, dtype=np.int32)
+    if idx.size <= COLUMNAR_ROWS:
+        names = list(names)
+        return pa.array([names[i] for i in idx.tolist()], type=pa.string())
     arr = pa.Array.from_buffers(pa.int32(), idx.size, [None, pa.py_buffer(idx)])
     return pa.DictionaryArray.from_arrays(arr, pa.array(list(names), type=pa.string())).dictionary_decode()
 
@@ -406,10 +412,9 @@ def run(cfg: dict) -> int:
     csv_path = _csv_path(cfg)
     lightings, image_ext = read_train_config(cfg["train_config"])
     kpi_media_path = str(cfg["kpi_media_path"])
-    table, scores = read_inference(csv_path)
+    table, scores, label_arr = read_inference(csv_path)
 
     # 2. compute
-    label_arr = table.column("label").combine_chunks()
     label_names = [str(v) for v in label_arr.dictionary.to_pylist()]
     codes = np.frombuffer(label_arr.indices.buffers()[1], dtype=np.int32, count=len(label_arr),
                           offset=label_arr.indices.offset * 4)  # no nulls: checked on reading
@@ -523,9 +528,9 @@ def run(cfg: dict) -> int:
         "per_label": per_label,
     }
 
-    # all four or none: every file is complete before the first rename
-    names = (GAPS_FILE, THRESHOLD_FILE, METRICS_FILE, BREAKDOWN_FILE)
-    with atomic.atomic_paths(*(results_dir / n for n in names)) as (tmp_g, tmp_t, tmp_m, tmp_b):
+    # all four or none (RCA_ARTIFACTS: gaps, threshold, metrics, breakdown): every file is
+    # complete before the first rename
+    with atomic.atomic_paths(*(results_dir / n for n in RCA_ARTIFACTS)) as (tmp_g, tmp_t, tmp_m, tmp_b):
         pq.write_table(gaps, tmp_g)
         tmp_t.write_text(repr(float(t)) + "\n", encoding="utf-8")
         tmp_m.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

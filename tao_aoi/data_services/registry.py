@@ -60,6 +60,15 @@ def load(category: str, action: str) -> ModuleType:
     return module
 
 
+def aliases(category: str, action: str) -> dict[str, str]:
+    """The action's old key names (old -> new); none when its module cannot be imported here
+    (the schema alone is enough to write a spec or show the keys)."""
+    try:
+        return dict(load(category, action).ALIASES)
+    except UsageError:
+        return {}
+
+
 def summary(category: str, action: str) -> str:
     """One line describing the action (or why it is unavailable), for --help."""
     try:
