@@ -39,7 +39,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..atomic import atomic_path
+from ..paths import is_within
 from . import report_rules as rr
+from .common import plugin_manifest
 from .redact import redact_stream, redact_text
 
 _PLUGIN_FILES = ("versions.yaml", ".claude-plugin/plugin.json", "hooks/hooks.json")
@@ -52,11 +55,6 @@ def plugin_root() -> Path:
     if env and os.path.isdir(env):
         return Path(env)
     return Path(__file__).resolve().parents[2]
-
-
-def _inside(path: str, root: str) -> bool:
-    real = os.path.realpath(path)
-    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _mode(kind: str) -> int:
@@ -78,7 +76,7 @@ class _Bundle:
         if not os.path.lexists(src):
             self.skip(src, "missing")
             return False
-        if not _inside(str(src), root):
+        if not is_within(os.path.realpath(src), root):
             self.skip(src, "symlink to a target outside " + root)
             return False
         return True
@@ -133,13 +131,12 @@ def _digest(path: Path) -> tuple[str, int]:
 
 
 def _plugin_identity(root: Path) -> dict:
-    try:
-        data = json.loads((root / ".claude-plugin" / "plugin.json").read_text(encoding="utf-8"))
-        return {"name": data.get("name"), "version": data.get("version")}
-    except (OSError, ValueError, AttributeError):
+    data = plugin_manifest(root)
+    if data is None:
         from .. import __version__
 
         return {"name": "tao-aoi", "version": __version__}
+    return {"name": data.get("name"), "version": data.get("version")}
 
 
 def _copy_session(event: dict, folder: Path, manifest: dict) -> None:
@@ -162,17 +159,12 @@ def _copy_session(event: dict, folder: Path, manifest: dict) -> None:
             info["kept_previous_copy"] = True
             info["sha256"], info["size"] = _digest(dest)
         return
-    fd, tmp = tempfile.mkstemp(prefix=f".{rr.SESSION_FILE}.", suffix=".tmp", dir=folder)
-    try:
-        with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
+    with atomic_path(dest) as tmp:   # the rename replaces a symlink entry, never its target
+        with open(source, "rb") as src, open(tmp, "wb") as dst:
             info["lines"] = redact_stream(src, dst)
         os.chmod(tmp, _mode("file"))
         if os.path.isdir(dest) and not os.path.islink(dest):
             shutil.rmtree(dest)
-        os.replace(tmp, dest)        # replaces a symlink entry itself, never its target
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     info["copied"] = True
     info["sha256"], info["size"] = _digest(dest)
 

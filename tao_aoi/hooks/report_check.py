@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 from . import report_rules as rr
+from .common import emit_context, enabled, log_crash  # already loaded by the entry point
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?(?![\w])")
@@ -108,19 +109,19 @@ def _mentions(text: str, label: str) -> bool:
     return re.search(pattern, text, re.I) is not None
 
 
-def _covered(body: str, label: str) -> bool:
-    """A label is covered when a table cell of the section names it (the prose when no table)."""
+def _uncovered(body: str, labels: list[str]) -> list[str]:
+    """The labels no table cell of the section names (no part of its prose, when it has no table)."""
     found = tables(body)
     if not found:
-        return _mentions(body, label)
-    return any(_mentions(cell.replace("\\_", "_"), label)
-               for table in found for row in table for cell in row)
+        return [label for label in labels if not _mentions(body, label)]
+    cells = [cell.replace("\\_", "_") for table in found for row in table for cell in row]
+    return [label for label in labels if not any(_mentions(cell, label) for cell in cells)]
 
 
 # ---------------------------------------------------------------- artifact helpers
 
-def _parquet(folder: Path, name: str, problems: list[str], columns: tuple[str, ...] = (),
-             need_rows: bool = False, fix: str = ""):
+def _parquet(folder: Path, name: str, problems: list[str], columns: tuple[str, ...],
+             need_rows: bool, fix: str):
     from .parquet_meta import ParquetMetaError, read_meta
 
     path = folder / name
@@ -151,6 +152,30 @@ def _text_file(folder: Path, name: str, problems: list[str], fix: str) -> str | 
         problems.append(f"`{name}` is empty{fix}.")
         return None
     return text
+
+
+# What each parquet artifact must hold: (required columns, must have rows). Text artifacts
+# (the other names in ``report_rules.*_ARTIFACTS``) must exist and be non-empty.
+_PARQUET_NEEDS = {
+    "kpi_gaps.parquet": (("filepath", "label", "siamese_score", "weakness"), True),
+    "mining_gaps.parquet": (("filepath",), False),
+    "anomalygen_gaps.parquet": (("filepath",), False),
+    "target_embeddings.parquet": (("embedding",), True),
+    "source_embeddings.parquet": (("embedding",), True),
+    "mined.parquet": (("filepath",), False),
+}
+
+
+def _check_artifacts(folder: Path, names: tuple[str, ...], problems: list[str], fix: str) -> dict:
+    """Check a run's artifacts in order; name -> parquet footer or file text (None if unusable)."""
+    found: dict = {}
+    for name in names:
+        if name.endswith(".parquet"):
+            columns, need_rows = _PARQUET_NEEDS[name]
+            found[name] = _parquet(folder, name, problems, columns, need_rows, fix)
+        else:
+            found[name] = _text_file(folder, name, problems, fix)
+    return found
 
 
 def _words(text: str, limits: tuple[int, int], report: str, problems: list[str]) -> None:
@@ -216,10 +241,9 @@ def ground_truth_labels(folder: Path, metrics: dict | None,
 
 def _check_rca_artifacts(folder: Path, problems: list[str]) -> tuple[float | None, dict | None]:
     fix = ": rerun `gap_analysis vcn_aoi` into this folder before writing the report"
-    _parquet(folder, "kpi_gaps.parquet", problems,
-             ("filepath", "label", "siamese_score", "weakness"), need_rows=True, fix=fix)
+    artifacts = _check_artifacts(folder, rr.RCA_ARTIFACTS, problems, fix)
     threshold = None
-    text = _text_file(folder, "threshold.txt", problems, fix)
+    text = artifacts["threshold.txt"]
     if text is not None:
         tokens = text.split()
         try:
@@ -232,7 +256,7 @@ def _check_rca_artifacts(folder: Path, problems: list[str]) -> tuple[float | Non
             threshold = None
             problems.append(f"`threshold.txt` must hold one finite float, found {text.strip()[:60]!r}{fix}.")
     metrics = None
-    text = _text_file(folder, "metrics.json", problems, fix)
+    text = artifacts["metrics.json"]
     if text is not None:
         try:
             metrics = json.loads(text)
@@ -251,7 +275,6 @@ def _check_rca_artifacts(folder: Path, problems: list[str]) -> tuple[float | Non
             bad.append("per_label")
         if bad:
             problems.append(f"`metrics.json` lacks or malforms {', '.join(bad)}{fix}.")
-    _text_file(folder, "weak_samples_breakdown.txt", problems, fix)
     return threshold, metrics
 
 
@@ -384,12 +407,13 @@ def check_rca(folder: Path, text: str, cwd: str | None = None) -> list[str]:
 
     body = found.get("Threshold Selection")
     if body is not None:
-        if not tables(body):
+        cm_tables = tables(body)
+        if not cm_tables:
             problems.append("Threshold Selection has no confusion-matrix table: add one with "
                             "TP, FP, TN, FN from metrics.json.")
         elif metrics and isinstance(metrics.get("confusion_matrix"), dict):
             cm = metrics["confusion_matrix"]
-            cells = " ".join(c.replace(",", "") for t in tables(body) for row in t for c in row)
+            cells = " ".join(c.replace(",", "") for t in cm_tables for row in t for c in row)
             numbers = {m.group(0) for m in re.finditer(r"\d+", cells)}
             absent = [f"{k}={cm[k]}" for k in ("tp", "fp", "tn", "fn")
                       if isinstance(cm.get(k), int) and str(cm[k]) not in numbers]
@@ -404,7 +428,7 @@ def check_rca(folder: Path, text: str, cwd: str | None = None) -> list[str]:
         if not tables(body):
             problems.append("Per-Label Breakdown has no table: add one row per ground-truth label.")
         labels, source = ground_truth_labels(folder, metrics, cwd)
-        missing = [label for label in labels if not _covered(body, label)]
+        missing = _uncovered(body, labels)
         if missing:
             problems.append("Per-Label Breakdown misses label(s) " + ", ".join(
                 f"`{m}`" for m in missing[:20]) + f" (from {source}): add a row for each.")
@@ -423,10 +447,7 @@ def check_rca(folder: Path, text: str, cwd: str | None = None) -> list[str]:
 def check_routing(folder: Path, text: str) -> list[str]:
     problems: list[str] = []
     fix = ": rerun `scripts/route_samples.py` into this folder"
-    for name in rr.ROUTING_ARTIFACTS:
-        if name.endswith(".parquet"):
-            _parquet(folder, name, problems, ("filepath",), fix=fix)
-    summary = _text_file(folder, "routing_summary.txt", problems, fix)
+    summary = _check_artifacts(folder, rr.ROUTING_ARTIFACTS, problems, fix)["routing_summary.txt"]
     found, section_problems = find_sections(text, rr.ROUTING_SECTIONS)
     problems += section_problems
     if summary is None:
@@ -435,7 +456,7 @@ def check_routing(folder: Path, text: str) -> list[str]:
               for m in _ROUTING_LINE.finditer(summary)]
     body = found.get("Per-Label Routing Decisions")
     if body is not None:
-        missing = [label for label, _, _ in routes if not _covered(body, label)]
+        missing = _uncovered(body, [label for label, _, _ in routes])
         if missing:
             problems.append("Per-Label Routing Decisions misses label(s) " + ", ".join(
                 f"`{m}`" for m in missing[:20]) + " from routing_summary.txt: add a row for each.")
@@ -455,9 +476,9 @@ def check_routing(folder: Path, text: str) -> list[str]:
 # ---------------------------------------------------------------- mining
 
 def _encoder(meta, name: str, problems: list[str]) -> dict | None:
-    raw = meta.key_value_metadata.get(rr.ENCODER_METADATA_KEY) if meta else None
     if meta is None:
         return None
+    raw = meta.key_value_metadata.get(rr.ENCODER_METADATA_KEY)
     try:
         value = json.loads(raw) if raw else None
     except ValueError:
@@ -473,12 +494,9 @@ def _encoder(meta, name: str, problems: list[str]) -> dict | None:
 def check_mining(folder: Path, text: str) -> list[str]:
     problems: list[str] = []
     fix = ": rerun that mining step into this folder"
-    target = _parquet(folder, "target_embeddings.parquet", problems, ("embedding",), True, fix)
-    source = _parquet(folder, "source_embeddings.parquet", problems, ("embedding",), True, fix)
-    _parquet(folder, "mined.parquet", problems, ("filepath",), fix=fix)
-    _text_file(folder, "mining_summary.txt", problems, fix)
-    enc_t = _encoder(target, "target_embeddings.parquet", problems)
-    enc_s = _encoder(source, "source_embeddings.parquet", problems)
+    artifacts = _check_artifacts(folder, rr.MINING_ARTIFACTS, problems, fix)
+    enc_t = _encoder(artifacts["target_embeddings.parquet"], "target_embeddings.parquet", problems)
+    enc_s = _encoder(artifacts["source_embeddings.parquet"], "source_embeddings.parquet", problems)
     if enc_t is not None and enc_s is not None:
         differ = [k for k in ("model", "model_path", "dim") if enc_t.get(k) != enc_s.get(k)]
         if differ:
@@ -486,8 +504,7 @@ def check_mining(folder: Path, text: str) -> list[str]:
             problems.append(f"the two embedding parquets come from different encoders ({detail}): "
                             "re-embed both from the same embedding_spec.yaml and rerun the k-NN; "
                             "mined neighbours across encoders are meaningless.")
-    found, section_problems = find_sections(text, rr.MINING_SECTIONS)
-    problems += section_problems
+    problems += find_sections(text, rr.MINING_SECTIONS)[1]
     _words(text, rr.MINING_WORDS, "Mining_Report.md", problems)
     return problems
 
@@ -526,10 +543,6 @@ def handle(event: dict) -> None:
     target = report_target(event)
     if target is None:
         return
-    import traceback
-
-    from .common import emit_context, enabled, log
-
     path, family = target
     if not enabled(family):
         return
@@ -539,7 +552,7 @@ def handle(event: dict) -> None:
 
         messages += package(path, family, event)
     except Exception as exc:
-        log("packaging crashed:\n" + traceback.format_exc())
+        log_crash("packaging")
         messages.append(f"- packaging of {rr.CONFIG_DIRS[family]}/ failed ({exc!r}); see the hook "
                         "log and rewrite the report to retry.")
     problems: list[str] = []
@@ -547,10 +560,10 @@ def handle(event: dict) -> None:
         if path.is_file():
             problems = check_report(path, family, cwd=event.get("cwd"))
     except Exception as exc:
-        log("report check crashed:\n" + traceback.format_exc())
+        log_crash("report check")
         problems = [f"the report check crashed ({exc!r}); see the hook log."]
     if problems:
         messages = [f"tao-aoi check of {path.name}: {len(problems)} problem(s); fix each, then "
                     "rewrite the report (the check and packaging run again):"] + [
             f"- {p}" for p in problems] + messages
-    emit_context(event.get("hook_event_name") or "PostToolUse", messages)
+    emit_context(event, messages)

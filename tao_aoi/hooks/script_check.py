@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 from . import report_rules as rr
+from .common import emit_context, enabled  # already loaded by the entry point
 
 # (pattern in the command, family or None when it depends on the action words)
 _TOOLS: tuple[tuple[str, str | None], ...] = (
@@ -302,11 +303,7 @@ def handle(event: dict) -> None:
     if not isinstance(command, str):
         return
     family = family_of(command)
-    if family is None:
-        return
-    from .common import emit_context, enabled
-
-    if not enabled(family):
+    if family is None or not enabled(family):
         return
     response = event.get("tool_response")
     if response is None and "error" in event:
@@ -320,7 +317,4 @@ def handle(event: dict) -> None:
                     background=bool(tool_input.get("run_in_background")
                                     or response.get("backgroundTaskId")))
     if bullets:
-        # The reply must name the event it answers, or Claude Code drops the feedback.
-        emit_context(event.get("hook_event_name") or "PostToolUse",
-                     [f"tao-aoi {family} script check:"]
-                     + [f"- {b}" for b in bullets])
+        emit_context(event, [f"tao-aoi {family} script check:"] + [f"- {b}" for b in bullets])

@@ -8,17 +8,15 @@ an install; runs no process at all when docker is not on PATH. Standard library 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import shlex
-import traceback
 from pathlib import Path
 
 from tao_aoi import backend
 from tao_aoi.bank import BANK_ENV, resolve_image
 from tao_aoi.hooks import venv
-from tao_aoi.hooks.common import log, read_event
+from tao_aoi.hooks.common import log, log_crash, plugin_manifest, read_event
 from tao_aoi.hooks.report_rules import SKILLS
 
 CREDENTIAL_NAMES = ("NGC_API_KEY", "NGC_CLI_API_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN",
@@ -34,14 +32,6 @@ TOOL_CALL = '"${TAO_SKILL_BANK_PYTHON:-python3}" "$TAO_SKILL_BANK_PATH/scripts/<
 def plugin_root() -> Path:
     given = os.environ.get("CLAUDE_PLUGIN_ROOT", "").strip()
     return Path(given).resolve() if given else Path(__file__).resolve().parents[2]
-
-
-def manifest(root: Path) -> dict:
-    try:
-        data = json.loads((root / ".claude-plugin" / "plugin.json").read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
 
 
 def credential_names(environ=None) -> list[str]:
@@ -84,7 +74,7 @@ def backend_summary(root: Path) -> str:
 
 def context_block(root: Path, env: venv.EnvState, backend_line: str, creds: list[str],
                   exports_note: str) -> str:
-    info = manifest(root)
+    info = plugin_manifest(root) or {}
     name = info.get("name", "tao-aoi")
     skills = "\n".join(f"  - {name}:{SKILLS[fam]} ({SKILL_PURPOSE[fam]})" for fam in SKILLS)
     lines = [
@@ -129,5 +119,5 @@ def main() -> int:
         event = read_event()  # None for malformed stdin; the session still gets its env
         print(run(event or {}), flush=True)
     except Exception:
-        log("session_start crashed:\n" + traceback.format_exc())
+        log_crash("session_start")
     return 0

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tao_aoi.atomic import atomic_path, write_text
 from tao_aoi.backend import PYTHON_ENV
-from tao_aoi.hooks.common import data_dir
+from tao_aoi.hooks.common import data_dir, env_on
 
 BOOTSTRAP_ENV = "TAO_AOI_BOOTSTRAP"        # 0 = no venv, tools run on python3
 EXTRAS_ENV = "TAO_AOI_EXTRAS"              # e.g. "embeddings"
@@ -40,12 +40,11 @@ WAIT_LIMIT_S = 1200
 PROGRESS_EVERY_S = 10
 RETRY_FAILED_AFTER_S = 600   # a failed install is retried by a session starting this much later
 FRESH_LOCK_S = 60            # a lock without a pid yet is trusted this long
-_OFF = {"0", "false", "no", "off"}
 _PACKAGE_PARENT = Path(__file__).resolve().parents[2]   # the folder holding tao_aoi/
 
 
 def bootstrap_enabled() -> bool:
-    return os.environ.get(BOOTSTRAP_ENV, "1").strip().lower() not in _OFF
+    return env_on(BOOTSTRAP_ENV)
 
 
 def requested_extras() -> list[str]:
