@@ -37,6 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tao_aoi.cli import UsageError
+from tao_aoi.hooks.report_rules import ENCODER_METADATA_KEY
 
 MODELS = ("SigLIP", "CLIP", "baseline")
 TAO_CHECKPOINT_SUFFIXES = (".pth", ".ckpt", ".pt")
@@ -467,6 +468,25 @@ def same_encoder(a: dict | None, b: dict | None) -> bool:
     if not a or not b:
         return False
     return all(str(a.get(k)) == str(b.get(k)) for k in ("model", "model_path", "dim"))
+
+
+def identity_metadata(identity: dict) -> dict[bytes, bytes]:
+    """The Arrow schema metadata entry that records ``identity`` on an embedding parquet."""
+    return {ENCODER_METADATA_KEY.encode(): json.dumps(identity, sort_keys=True).encode()}
+
+
+def read_encoder_identity(path: str | Path) -> dict | None:
+    """The encoder identity a parquet records (schema metadata only), None when absent."""
+    import pyarrow.parquet as pq
+
+    raw = (pq.read_schema(str(path)).metadata or {}).get(ENCODER_METADATA_KEY.encode())
+    if raw is None:
+        return None
+    try:
+        ident = json.loads(raw)
+    except ValueError:
+        return None
+    return ident if isinstance(ident, dict) else None
 
 
 def describe(identity: dict | None) -> str:

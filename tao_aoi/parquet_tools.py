@@ -208,13 +208,9 @@ def resize_many(sources: Sequence[str], out_dir: str | os.PathLike, size: int = 
 
 
 # --------------------------------------------------------------------------- CLIs
-class _Formatter(argparse.RawDescriptionHelpFormatter):
-    pass
-
-
 def sample_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="sample_parquet.py", formatter_class=_Formatter,
+        prog="sample_parquet.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Look inside a parquet without writing code: row count, columns and "
                     "dtypes, rows per label and the first rows.",
         epilog="example:\n  sample_parquet.py $RCA/kpi_gaps.parquet --head 5 --by label "
@@ -242,7 +238,7 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
 
 def dedupe_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="dedupe_first_lighting.py", formatter_class=_Formatter,
+        prog="dedupe_first_lighting.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Collapse a per-lighting gaps parquet to one row per (input_path, "
                     "object_name), keeping the row on the FIRST lighting (smallest index in "
                     "dataset.classify.input_map). Uses the 'lighting' column; parses the "
@@ -281,7 +277,7 @@ def dedupe_main(argv: Sequence[str] | None = None) -> int:
 
 def resize_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="resize_images.py", formatter_class=_Formatter,
+        prog="resize_images.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write square PNG thumbnails (aspect ratio kept, padded with black) for "
                     "embedding images in a report. Unreadable files are listed, not fatal; "
                     "the exit code is 1 when any image could not be read.",

@@ -13,6 +13,7 @@ scores to plot, score_distribution.png.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -68,7 +69,7 @@ class Artifacts:
         self.breakdown = b.read_text(encoding="utf-8").rstrip() if b.is_file() else None
         u = results_dir / rr.RCA_UNREACHABLE_FILE
         self.unreachable = u.read_text(encoding="utf-8").rstrip() if u.is_file() else None
-        self.spot = self._json(f"{rr.RCA_IMAGES_DIR}/spot_check.json")
+        self.spot = self._json(f"{rr.RCA_IMAGES_DIR}/{rr.RCA_SPOT_CHECK_JSON}")
         gp = results_dir / "kpi_gaps.parquet"
         self.gaps = read_parquet(gp) if gp.is_file() else None
 
@@ -81,6 +82,16 @@ class Artifacts:
         except json.JSONDecodeError as exc:
             raise UsageError(f"{p} is not valid JSON: {exc}")
 
+    @functools.cached_property
+    def samples(self):
+        """kpi_gaps collapsed to one row per sample on the first lighting (lightings from metrics)."""
+        if self.gaps is None or not set(SAMPLE_KEYS) <= set(self.gaps.columns):
+            return self.gaps
+        lightings = list((self.metrics or {}).get("lightings") or [])
+        if not lightings and "lighting" in self.gaps.columns:
+            lightings = list(dict.fromkeys(self.gaps["lighting"].astype(str)))
+        return dedupe_first_lighting(self.gaps, lightings, (self.metrics or {}).get("image_ext") or "")
+
     @property
     def threshold(self):
         if self.threshold_text is not None:
@@ -88,16 +99,6 @@ class Artifacts:
         if self.metrics and self.metrics.get("threshold") is not None:
             return repr(float(self.metrics["threshold"]))
         return None
-
-
-def _samples(art: Artifacts):
-    """kpi_gaps collapsed to one row per sample on the first lighting (lightings from metrics)."""
-    if art.gaps is None or not set(SAMPLE_KEYS) <= set(art.gaps.columns):
-        return art.gaps
-    lightings = list((art.metrics or {}).get("lightings") or [])
-    if not lightings and "lighting" in art.gaps.columns:
-        lightings = list(dict.fromkeys(art.gaps["lighting"].astype(str)))
-    return dedupe_first_lighting(art.gaps, lightings, (art.metrics or {}).get("image_ext") or "")
 
 
 def _read_scores(inference_dir: str | None):
@@ -245,7 +246,7 @@ def render(art: Artifacts, scores_note: str | None, per_label_rows: int = TOP_RO
     m = art.metrics
     if m is None:
         raise UsageError(f"{art.dir}/metrics.json is missing: run the gap analysis first")
-    samples = _samples(art)
+    samples = art.samples
     vi = rr.RCA_SECTIONS
     out += [_heading(1, vi[0]), "",
             placeholder("verdict", "2-4 sentences: is the model usable at this threshold, "
@@ -348,7 +349,7 @@ def draft(results_dir: str | os.PathLike, inference_dir: str | None = None,
     scores = _read_scores(inference_dir)
     note = "every row of the inference CSV"
     if scores is None:
-        scores = _samples(art)
+        scores = art.samples
         note = "the kept samples only (pass --inference-dir for the full CSV)"
     plot_written = False
     if plot and art.unreachable is None and scores is not None and len(scores):

@@ -308,8 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      f"{', '.join(names) or 'none'}); routing to "
                                      "mining needs the labels the pool holds")
             pool = read_table(pool_path, "pool file", columns=["label"])
-            pool_labels = {norm_label(v) for v in pool.column("label").to_pylist()
-                           if v is not None and norm_label(v) != MISSING_LABEL}
+            pool_labels = {norm_label(v) for v in pool.column("label").to_pylist()} - {MISSING_LABEL}
         routing, mining, anomalygen = route_table(gaps, pool_labels, labels)
     except UsageError:
         if out_dir.is_dir():

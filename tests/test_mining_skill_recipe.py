@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from tao_aoi.skill_docs import bash_blocks
 from tao_aoi.hooks.report_rules import (ENCODER_METADATA_KEY, MARK_LABEL_FILTER_NOOP,
                                         MINING_ARTIFACTS)
 
@@ -43,17 +44,17 @@ needs_runner = pytest.mark.skipif(
            + ", ".join(_missing_parts()) + ")")
 
 
-def first_bash_block(text: str) -> str:
-    m = re.search(r"^```bash\n(.*?)^```", text, re.S | re.M)
-    assert m, "reference-invocation.md has no ```bash block"
-    return m.group(1)
+def first_bash_block() -> str:
+    blocks = bash_blocks(RECIPE)
+    assert blocks, "reference-invocation.md has no ```bash block"
+    return blocks[0]
 
 
 def test_recipe_block_is_first_and_env_driven():
     text = RECIPE.read_text()
     first_fence = re.search(r"^```(\w*)", text, re.M)
     assert first_fence and first_fence.group(1) == "bash"
-    block = first_bash_block(text)
+    block = first_bash_block()
     for var in ("TARGET_PARQUET", "POOL", "OUT"):
         assert f'{var}="${{{var}:?' in block, var
     for var, default in (("MODEL", "SigLIP"), ("MODEL_PATH", "google/siglip-base-patch16-224"),
@@ -66,15 +67,13 @@ def test_recipe_block_is_first_and_env_driven():
 
 
 def _draw(path: Path, label: str, seed: int) -> None:
-    from PIL import Image, ImageDraw
+    """The demo's own component renderer (one JPEG per label kind, seeded)."""
+    import numpy as np
 
-    colours = {"PASS": (40, 160, 60), "MISSING": (20, 20, 20), "BRIDGE": (200, 180, 40)}
-    im = Image.new("RGB", (32, 32), (90 + seed % 7, 90, 90))
-    d = ImageDraw.Draw(im)
-    off = seed % 5
-    d.rectangle([6 + off, 8, 24 + off // 2, 24], fill=colours[label])
+    from tao_aoi.demo.synth import draw_component
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    im.save(path, format="JPEG", quality=90)
+    path.write_bytes(draw_component(label, "Top", np.random.default_rng(seed)))
 
 
 def make_inputs(ws: Path, pool_label: bool = True, n_targets: int = 2, n_pool: int = 6,
@@ -105,7 +104,7 @@ def run_recipe(ws: Path, **env_extra) -> subprocess.CompletedProcess:
                 "TARGET_PARQUET": str(ws / "mining_gaps.parquet"), "POOL": str(ws / "pool.csv"),
                 "OUT": str(ws / "exp"), "BATCH_SIZE": "4"})
     env.update({k: str(v) for k, v in env_extra.items()})
-    block = first_bash_block(RECIPE.read_text())
+    block = first_bash_block()
     return subprocess.run(["bash", "-c", block], cwd=ws, env=env, capture_output=True,
                           text=True, timeout=600)
 
@@ -191,7 +190,7 @@ def test_recipe_ledger_mines_only_novel_images(tmp_path):
     run1 = run_dir(tmp_path)
     novel1 = pd.read_parquet(run1 / "novel.parquet")
     assert len(novel1) == len(pd.read_parquet(run1 / "mined.parquet")) > 0
-    blocks = re.findall(r"^```bash\n(.*?)^```", RECIPE.read_text(), re.S | re.M)
+    blocks = bash_blocks(RECIPE)
     record = [b for b in blocks[1:] if 'mining_ledger.py" record' in b]
     assert len(record) == 1, "the recipe documents the record step in its own block"
     env = {"TAO_SKILL_BANK_PATH": str(ROOT), "TAO_SKILL_BANK_PYTHON": sys.executable,
@@ -225,7 +224,7 @@ def test_recipe_surfaces_label_filter_noop(tmp_path):
 def test_recipe_refuses_missing_inputs(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TAO_", "DS_"))}
     env.update({"TAO_SKILL_BANK_PATH": str(ROOT), "POOL": "x", "OUT": str(tmp_path / "o")})
-    proc = subprocess.run(["bash", "-c", first_bash_block(RECIPE.read_text())], cwd=tmp_path,
+    proc = subprocess.run(["bash", "-c", first_bash_block()], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "TARGET_PARQUET" in proc.stderr
     assert not (tmp_path / "o").exists()

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from tao_aoi.cli import RunFailed, UsageError, one_line
-from tao_aoi.hooks.report_rules import ENCODER_METADATA_KEY, MARK_MISSING_IMAGES
+from tao_aoi.hooks.report_rules import MARK_MISSING_IMAGES
 
 SUMMARY = "Encode every filepath of a parquet into an L2-normalised `embedding` column (SigLIP, CLIP or the weight-free baseline)."
 ALIASES: dict[str, str] = {}
@@ -117,10 +117,12 @@ def _validate(cfg: dict):
 def _output_schema(table, identity: dict):
     import pyarrow as pa
 
+    from tao_aoi.encoders import identity_metadata
+
     fields = [table.schema.field("filepath"), pa.field("embedding", pa.list_(pa.float32()))]
     fields += [f for f in table.schema if f.name not in ("filepath", "embedding")]
     meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
-    meta[ENCODER_METADATA_KEY.encode()] = json.dumps(identity, sort_keys=True).encode()
+    meta.update(identity_metadata(identity))
     return pa.schema(fields, metadata=meta)
 
 
@@ -217,8 +219,7 @@ def run(cfg: dict) -> int:
     else:
         sidecar.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
-    columns = pq.read_schema(str(out)).names
-    _print_summary(src, out, n, written, unreadable, encoder, seconds, sidecar, columns)
+    _print_summary(src, out, n, written, unreadable, encoder, seconds, sidecar, schema.names)
     return 0
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from tao_aoi.cli import UsageError, one_line
 from tao_aoi.hooks import report_rules as rr
-from tao_aoi.hooks.report_rules import ENCODER_METADATA_KEY, MARK_LABEL_FILTER_NOOP
+from tao_aoi.hooks.report_rules import MARK_LABEL_FILTER_NOOP
 from tao_aoi.labels import normalize_label
 
 SUMMARY = "Mine the topn nearest source images of every target embedding, dedupe them and write the unique filepaths plus mining_summary.txt."
@@ -53,20 +53,6 @@ def parse_flag(value, key: str = "filter_by_label") -> bool:
 
 def summary_path(output_parquet: str | Path) -> Path:
     return Path(output_parquet).with_name(SUMMARY_FILE)
-
-
-def read_encoder_identity(path: str | Path) -> dict | None:
-    import pyarrow.parquet as pq
-
-    meta = pq.read_schema(str(path)).metadata or {}
-    raw = meta.get(ENCODER_METADATA_KEY.encode())
-    if raw is None:
-        return None
-    try:
-        ident = json.loads(raw)
-    except ValueError:
-        return None
-    return ident if isinstance(ident, dict) else None
 
 
 def read_embeddings(path: str | Path, column: str, key: str) -> np.ndarray:
@@ -189,11 +175,10 @@ def _validate(cfg: dict):
 
 
 def run(cfg: dict) -> int:
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from tao_aoi import atomic, knn
-    from tao_aoi.encoders import describe
+    from tao_aoi.encoders import describe, identity_metadata, read_encoder_identity
 
     t0 = time.perf_counter()
     src, tgt, out, topn, metric, label_filter = _validate(cfg)
@@ -212,7 +197,8 @@ def run(cfg: dict) -> int:
         raise UsageError(f"source_parquet {src} has rows without a filepath")
     s_emb = read_embeddings(src, src_col, "source_parquet")
     t_emb = read_embeddings(tgt, tgt_col, "target_parquet")
-    check, warnings = _check_encoders(read_encoder_identity(src), read_encoder_identity(tgt),
+    src_identity = read_encoder_identity(src)
+    check, warnings = _check_encoders(src_identity, read_encoder_identity(tgt),
                                       (s_emb.shape[1], t_emb.shape[1]),
                                       parse_flag(cfg.get("allow_encoder_mismatch", False),
                                                  "allow_encoder_mismatch"), src, tgt)
@@ -268,9 +254,8 @@ def run(cfg: dict) -> int:
                     "topn": topn, "knn_metric": metric, "filter_by_label": label_filter,
                     "distance_threshold": threshold, "source_parquet": str(src),
                     "target_parquet": str(tgt)}).encode()}
-        src_identity = read_encoder_identity(src)
         if src_identity:
-            meta[ENCODER_METADATA_KEY.encode()] = json.dumps(src_identity, sort_keys=True).encode()
+            meta.update(identity_metadata(src_identity))
         table = table.replace_schema_metadata(meta)
         with atomic.atomic_path(out) as tmp:
             pq.write_table(table, str(tmp))
@@ -280,7 +265,7 @@ def run(cfg: dict) -> int:
             f"source_parquet: {src}",
             f"target_parquet: {tgt}",
             f"output_parquet: {out}",
-            f"encoder: {describe(read_encoder_identity(src))}",
+            f"encoder: {describe(src_identity)}",
             f"encoder_check: {check}",
             f"knn_metric: {metric} (distance = {'1 - cosine similarity' if metric == 'cosine' else 'Euclidean'})",
             f"topn: {topn}",

@@ -28,8 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from tao_aoi.cli import RunFailed
+from tao_aoi.demo.rca import check_script_output, extract_recipe
 from tao_aoi.hooks import report_rules as rr
 from tao_aoi.labels import normalize_label
+from tao_aoi.parquet_tools import SAMPLE_KEYS
 
 POOL_DIRNAME = "source_pool"
 # Images per label in the synthetic pool. TOMBSTONE is absent on purpose: it is not an
@@ -84,43 +86,17 @@ def _session_id(ctx, stage: int) -> str:
     return str(uuid.UUID(int=ctx.seed * 10 + stage))
 
 
-def _check_bash(ctx, stage: int, command: str, proc: subprocess.CompletedProcess,
-                expected: tuple[str, ...] = ()) -> None:
-    """Feed the script-check hook the Bash event Claude Code would send; fail on surprises."""
-    from tao_aoi.demo.rca import fire_hook
-
-    feedback = fire_hook(ctx, "check_script_output.py", {
-        "session_id": _session_id(ctx, stage), "transcript_path": "", "cwd": str(ctx.workspace),
-        "hook_event_name": "PostToolUse", "tool_name": "Bash", "tool_input": {"command": command},
-        "tool_response": {"stdout": proc.stdout, "stderr": proc.stderr, "interrupted": False}})
-    if not feedback:
-        return
-    print(feedback)
-    bullets = [ln for ln in feedback.splitlines() if ln.lstrip().startswith("-")]
-    surprises = [b for b in bullets if not any(mark in b for mark in expected)]
-    if surprises or not bullets:
-        raise RunFailed("the script-check hook reported problems with: " + command[:80])
-
-
 def _write_report(ctx, stage: int, path: Path, text: str, command: str, output: str) -> None:
     """Write the report, then hand the report hook the PostToolUse(Write) event."""
     from tao_aoi import atomic
-    from tao_aoi.demo.rca import fire_hook, write_transcript
+    from tao_aoi.demo.rca import check_report
 
     atomic.write_text(path, text)
-    session_id = _session_id(ctx, stage)
-    transcript = write_transcript(ctx, session_id, {"script": command, "stdout": output}, path,
-                                  prompt=f"Write {path.name} for the demo outputs in {path.parent}.")
-    feedback = fire_hook(ctx, "on_report_written.py", {
-        "session_id": session_id, "transcript_path": str(transcript), "cwd": str(ctx.workspace),
-        "hook_event_name": "PostToolUse", "tool_name": "Write",
-        "tool_input": {"file_path": str(path), "content": text}})
     family = rr.REPORT_FILES[path.name]
-    if feedback is None:
+    if not check_report(ctx, _session_id(ctx, stage), path, text,
+                        {"script": command, "stdout": output},
+                        prompt=f"Write {path.name} for the demo outputs in {path.parent}."):
         print(f"note: hooks/on_report_written.py is absent: {path.name} not checked or packaged")
-    elif feedback:
-        print(feedback)
-        raise RunFailed(f"the report hook reported problems with {path.name}")
     else:
         print(f"== {family}: wrote {path} ({rr.count_words(text)} words); report hook passed, "
               f"packaged {rr.CONFIG_DIRS[family]}/ and {rr.SESSION_FILE}")
@@ -227,7 +203,8 @@ def run_routing(ctx, pool_csv: Path, pool_counts: dict[str, int]) -> tuple[Path,
     print(f"== routing: {route_dir}")
     proc = _run(cmd, ctx, ctx.workspace, "route_samples.py")
     command = shlex.join(cmd)
-    _check_bash(ctx, 1, command, proc, expected=(rr.MARK_DROPPED_LABELS,))
+    check_script_output(ctx, _session_id(ctx, 1), command, proc.stdout, proc.stderr, command[:80],
+                        expected=(rr.MARK_DROPPED_LABELS,))
     route = json.loads(proc.stdout)
     sys.stdout.write((route_dir / rr.ROUTING_ARTIFACTS[2]).read_text(encoding="utf-8"))
     report = route_dir / "Routing_Report.md"
@@ -238,31 +215,15 @@ def run_routing(ctx, pool_csv: Path, pool_counts: dict[str, int]) -> tuple[Path,
 
 # ------------------------------------------------------------------ mining
 def recipe_block(bank_root: Path) -> str:
-    text = (bank_root / RECIPE).read_text(encoding="utf-8")
-    m = re.search(r"^```bash\n(.*?)^```", text, re.S | re.M)
-    if not m:
-        raise RunFailed(f"{RECIPE} has no bash block")
-    return m.group(1)
+    return extract_recipe(bank_root, RECIPE)
 
 
-def _encoder(path: Path) -> dict:
-    import pyarrow.parquet as pq
-
-    raw = (pq.read_schema(path).metadata or {}).get(rr.ENCODER_METADATA_KEY.encode())
-    return json.loads(raw) if raw else {}
-
-
-def _label_counts(path: Path, unique_samples: bool = False) -> dict[str, int] | None:
-    import pandas as pd
-    import pyarrow.parquet as pq
-
-    names = pq.read_schema(path).names
-    if "label" not in names:
+def _label_counts(df, unique_samples: bool = False) -> dict[str, int] | None:
+    """Rows (or unique input_path/object_name samples) per normalised label; None without labels."""
+    if "label" not in df.columns:
         return None
-    cols = ["label"] + ([c for c in ("input_path", "object_name") if c in names]
-                        if unique_samples else [])
-    df = pd.read_parquet(path, columns=cols)
-    df["label"] = df["label"].astype(str).map(normalize_label)
+    cols = ["label"] + ([c for c in SAMPLE_KEYS if c in df.columns] if unique_samples else [])
+    df = df[cols].assign(label=df["label"].astype(str).map(normalize_label))
     if unique_samples and len(cols) == 3:
         df = df.drop_duplicates()
     return {str(k): int(v) for k, v in sorted(df["label"].value_counts().items())}
@@ -272,13 +233,22 @@ def mining_report(run: Path, route: dict, pool_counts: dict[str, int], output: s
                   workspace: Path) -> str:
     """Mining_Report.md from the run's artifacts; ``output`` is the recipe's stderr+stdout."""
     import pandas as pd
+    import pyarrow.parquet as pq
 
-    enc_t, enc_s = _encoder(run / "target_embeddings.parquet"), _encoder(run / "source_embeddings.parquet")
-    same = all(enc_t.get(k) == enc_s.get(k) for k in ("model", "model_path", "dim"))
-    targets = _label_counts(run / "target_embeddings.parquet") or {}
-    target_samples = _label_counts(run / "target_embeddings.parquet", unique_samples=True) or {}
+    from tao_aoi.encoders import read_encoder_identity, same_encoder
+
+    enc_t = read_encoder_identity(run / "target_embeddings.parquet") or {}
+    enc_s = read_encoder_identity(run / "source_embeddings.parquet") or {}
+    same = same_encoder(enc_t, enc_s)
+    # The target parquet is read once, without its embedding column.
+    target_path = run / "target_embeddings.parquet"
+    names = pq.read_schema(target_path).names
+    tdf = pd.read_parquet(target_path, columns=[c for c in ("filepath", "label", *SAMPLE_KEYS)
+                                                if c in names])
+    targets = _label_counts(tdf) or {}
+    target_samples = _label_counts(tdf, unique_samples=True) or {}
     mined_df = pd.read_parquet(run / "mined.parquet")
-    mined = _label_counts(run / "mined.parquet") or {}
+    mined = _label_counts(mined_df) or {}
     n_targets = sum(targets.values())
     n_mined = len(mined_df)
     n_pool = sum(pool_counts.values())
@@ -293,7 +263,6 @@ def mining_report(run: Path, route: dict, pool_counts: dict[str, int], output: s
     for_label: dict[str, int] = {}
     cross: dict[str, int] = {}
     if "nearest_target" in mined_df.columns:
-        tdf = pd.read_parquet(run / "target_embeddings.parquet", columns=["filepath", "label"])
         owner = (tdf.drop_duplicates("filepath").set_index("filepath")["label"]
                  .astype(str).map(normalize_label))
         served = mined_df["nearest_target"].map(owner)
@@ -418,7 +387,7 @@ def run_mining(ctx, route: dict, pool_csv: Path, pool_counts: dict[str, int]) ->
     if missing:
         raise RunFailed(f"mining run {run} lacks {', '.join(missing)}")
     sys.stdout.write(proc.stdout)
-    _check_bash(ctx, 2, block, proc)
+    check_script_output(ctx, _session_id(ctx, 2), block, proc.stdout, proc.stderr, block[:80])
     report = run / "Mining_Report.md"
     _write_report(ctx, 2, report, mining_report(run, route, pool_counts, proc.stderr + proc.stdout,
                                                  ctx.workspace), block, proc.stdout)

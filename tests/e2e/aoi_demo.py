@@ -13,7 +13,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from harness import REPO, bank_python, bash_blocks, fill_recipe
+from harness import REPO, bank_python, fill_recipe
+
+from tao_aoi.skill_docs import bash_blocks
 
 FEEDBACK = "PostToolUse:{tool} hook additional context:"
 WRITE_FEEDBACK = FEEDBACK.format(tool="Write")

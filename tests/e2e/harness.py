@@ -101,12 +101,6 @@ def claude_env(home: Path, base_url: str, extra: dict | None = None) -> dict:
     return env
 
 
-def bash_blocks(markdown_path: Path) -> list[str]:
-    """The ```bash fenced blocks of a skill document, in order."""
-    text = markdown_path.read_text(encoding="utf-8")
-    return [m.group(1) for m in re.finditer(r"```(?:bash|sh)\n(.*?)```", text, re.S)]
-
-
 _PLACEHOLDER = re.compile(r"<([A-Za-z_][\w.\-/ ]*)>")
 
 
