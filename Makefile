@@ -8,7 +8,7 @@ TORCH_PIN ?= torch==2.13.0
 CLAUDE_CODE_VERSION ?= 2.1.328
 CLAUDE_PREFIX ?= .cache/claude-code
 
-.PHONY: venv demo test test-fast bench claude-code validate clean
+.PHONY: venv oracle demo test test-fast bench claude-code validate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +18,31 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The oracle: NVIDIA's data-services code (the nvidia-tao-ds release of the image pinned in
+# versions.yaml) in its own environment (it needs transformers<5), plus this package so our
+# runner can also run on the very same library versions. Test-only; see tests/oracle/README.md.
+ORACLE_VENV ?= .venv-oracle
+ORACLE_PY := $(ORACLE_VENV)/bin/python
+NVIDIA_TAO_DS = $(shell $(PYTHON) tests/oracle/release.py)
+
+$(ORACLE_VENV)/.installed: versions.yaml tests/oracle/requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(ORACLE_VENV)
+	$(ORACLE_PY) -m pip install --quiet --upgrade pip
+	$(ORACLE_PY) -m pip install --quiet 'nvidia-tao-ds==$(NVIDIA_TAO_DS)' -r tests/oracle/requirements.txt '$(TORCH_PIN)'
+	$(ORACLE_PY) -m pip install --quiet --no-deps -e .
+	$(ORACLE_PY) -m pip install --quiet jsonschema matplotlib
+	touch $@
+
+oracle: $(ORACLE_VENV)/.installed
+
 demo: venv
 	$(PY) scripts/demo.py
 
-test: venv
+# Everything, nothing skipped: the e2e tests need the claude binary, the parity tests the oracle.
+test: venv oracle claude-code
 	$(PY) -m pytest -q
 
-test-fast: venv
+test-fast: venv oracle
 	$(PY) -m pytest -q -m "not e2e and not slow"
 
 # Heavy (the k-NN one holds ~3.5 GB); numbers go into the README's Benchmarks table.
@@ -47,4 +65,4 @@ validate: venv claude-code
 	for d in skills/*/; do $(VENV)/bin/agentskills validate "$$d" || exit 1; done
 
 clean:
-	rm -rf $(VENV) demo_workspace .pytest_cache
+	rm -rf $(VENV) $(ORACLE_VENV) demo_workspace .pytest_cache

@@ -17,6 +17,7 @@ from pathlib import Path
 PYTHON_ENV = "TAO_SKILL_BANK_PYTHON"
 DOCKER_RUN = ("docker", "run", "--gpus", "all", "--rm", "--ipc=host")
 LOCAL_RUNNER = "scripts/data_services.py"
+DOCKER_LAUNCHER = "scripts/docker_launch.py"  # quotes for the image's entrypoint, then docker run
 PROBE_TIMEOUT_S = 5.0
 BACKENDS = ("docker", "local")
 
@@ -124,10 +125,22 @@ def bank_python() -> str:
 
 
 def docker_argv(workspace: str | os.PathLike, image: str) -> list[str]:
-    # No --user: the image has no passwd entry for host uids (getpwuid KeyError);
-    # files come out root-owned, so chown them afterwards.
+    """The ``docker run`` prefix itself (what the launcher ends in; shown to the user).
+
+    No --user: the image has no passwd entry for host uids (getpwuid KeyError);
+    files come out root-owned, so chown them afterwards.
+    """
     w = str(workspace)
     return [*DOCKER_RUN, "-v", f"{w}:{w}", "-w", w, image]
+
+
+def docker_launch_argv(workspace: str | os.PathLike, image: str, bank: str | os.PathLike,
+                       python: str | None = None) -> list[str]:
+    """The container prefix of ``$DS``: ``scripts/docker_launch.py`` quotes the arguments so
+    the image's entrypoint (join + shlex re-split + Hydra) keeps them whole, mounts the spec's
+    folder read-only at a space-free path, then execs :func:`docker_argv` + the arguments."""
+    return [python or bank_python(), str(Path(bank) / DOCKER_LAUNCHER),
+            "--workspace", str(workspace), "--image", image, "--"]
 
 
 def local_argv(bank: str | os.PathLike, python: str | None = None) -> list[str]:
@@ -137,7 +150,7 @@ def local_argv(bank: str | os.PathLike, python: str | None = None) -> list[str]:
 def prefix_argv(backend: str, workspace: str | os.PathLike, image: str,
                 bank: str | os.PathLike, python: str | None = None) -> list[str]:
     if backend == "docker":
-        return docker_argv(workspace, image)
+        return docker_launch_argv(workspace, image, bank, python)
     return local_argv(bank, python)
 
 
@@ -149,3 +162,8 @@ def join(argv: list[str]) -> str:
 CHOWN_HINT = ("the container runs as root (no --user: the image cannot resolve host uids), so "
               "the files it writes are root-owned; afterwards run: "
               'sudo chown -R "$(id -u):$(id -g)" <results_dir>')
+
+QUOTING_NOTE = ("the container's entrypoint joins the arguments with spaces and splits them again: "
+                "$DS quotes every override value that needs it (Hydra quoted string) and mounts "
+                "the spec's folder read-only at /tao_aoi/spec, so paths with spaces work; an "
+                "argument it cannot make safe is refused (exit 2) before docker starts")

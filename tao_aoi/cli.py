@@ -44,3 +44,22 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], prog: str,
         print(fail_line(prog, "interrupted"), file=sys.stderr)
         return 130
     return int(code or 0)
+
+
+def _one_line_parser():
+    import argparse
+
+    class OneLineParser(argparse.ArgumentParser):
+        """argparse whose errors are the project's one-line UsageError (exit 2), not usage text."""
+
+        def error(self, message: str):  # noqa: D401 - argparse's hook
+            raise UsageError(message)
+
+    return OneLineParser
+
+
+def __getattr__(name: str):
+    # argparse is imported only by the tools that build a parser
+    if name == "OneLineParser":
+        return _one_line_parser()
+    raise AttributeError(name)

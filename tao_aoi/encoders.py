@@ -2,8 +2,9 @@
 
 ``load_encoder(model, model_path, model_config_path=None, device="auto")`` returns an
 :class:`Encoder`: ``identity`` (JSON-able dict: model, model_path, dim, and revision /
-config hash when known) and ``encode(list[PIL.Image]) -> float32 (n, dim)`` with
-L2-normalised rows. For pipelining, ``preprocess(image)`` (thread-safe, runs in the
+config hash when known) and ``encode(list[PIL.Image]) -> float32 (n, dim)``. SigLIP/CLIP
+rows are ``get_image_features`` as is, NOT L2-normalised, because that is what the
+data-services container writes (cosine consumers normalise themselves). For pipelining, ``preprocess(image)`` (thread-safe, runs in the
 decoding workers) and ``encode_arrays(stacked)`` split the same work in two.
 
 Encoders:
@@ -18,9 +19,11 @@ Encoders:
   ``state_dict``/``model`` and prefixed ``model.``/``module.``) is loaded into it and every
   image-tower weight must be present. A TAO experiment YAML is not understood here:
   that checkpoint needs the container.
-  GPU (torch.cuda) when present, in fp16; CPU otherwise.
-* ``baseline``: weight-free and deterministic (16x16 grayscale thumbnail, standardised,
-  + 16-bin per-channel colour histograms), 304-d. For offline demos and CPU tests only:
+  GPU (torch.cuda) when present, else CPU; float32 on both, as the container runs.
+  Works with transformers 4.x and 5.x (5.x returns an output object from
+  ``get_image_features``; its projected features are taken).
+* ``baseline`` (local runner only, not a container ``model`` value): weight-free and deterministic (16x16 grayscale thumbnail, standardised,
+  + 16-bin per-channel colour histograms), 304-d, unit-length rows. For offline demos and CPU tests only:
   it is never used in place of a requested SigLIP/CLIP model.
 
 torch / transformers are imported only when a SigLIP/CLIP encoder is loaded.
@@ -142,14 +145,17 @@ class HFEncoder(Encoder):
     Preprocessing has a fast path: the worker threads only decode, resize and crop with
     PIL (C code, the GIL released) and hand over uint8 arrays; rescaling and normalising
     happen batched in torch on the encoder's device. It is used only when, at load time,
-    it reproduces the model's own image processor on a test image (else the processor
-    runs per image in the workers)."""
+    it reproduces the model's own image processor bit for bit on a test image (else the
+    processor runs per image in the workers): the container feeds the processor's pixels,
+    and any difference there would show in the vectors."""
 
     def __init__(self, model, processor, identity: dict, device: str) -> None:
         import torch
 
         self.device = device
-        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        # float32 on GPU too: the container runs the model in float32, and fp16 would give
+        # other vectors than it writes.
+        self.dtype = torch.float32
         self.model = model.to(device=device, dtype=self.dtype).eval()
         self.processor = processor
         self.identity = identity
@@ -198,7 +204,7 @@ class HFEncoder(Encoder):
             fast = self._normalise(np.stack([self._pil_pixels(img)])).float().cpu().numpy()[0]
         except Exception:
             return False
-        return ref.shape == fast.shape and float(np.abs(ref - fast).max()) < 1e-4
+        return ref.shape == fast.shape and np.array_equal(ref, fast)
 
     def _processor_pixels(self, image) -> np.ndarray:
         rgb = image.convert("RGB")
@@ -232,7 +238,9 @@ class HFEncoder(Encoder):
 
         plan = self._plan
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).to(torch.float32) * plan["scale"]
+        # The same float arithmetic as transformers' numpy image processors: rescale in
+        # float64, round to float32, then normalise in float32.
+        x = (x.permute(0, 3, 1, 2).to(torch.float64) * plan["scale"]).to(torch.float32)
         if plan["mean"] is not None:
             mean = torch.tensor(plan["mean"], device=self.device).view(1, -1, 1, 1)
             std = torch.tensor(plan["std"], device=self.device).view(1, -1, 1, 1)
@@ -255,9 +263,10 @@ class HFEncoder(Encoder):
         pixels = pixels.to(dtype=self.dtype)
         with torch.inference_mode():
             out = self.model.get_image_features(pixel_values=pixels)
+        # transformers 4.x returns the features tensor; 5.x an output object whose
+        # pooler_output holds the same projected features.
         feats = out if isinstance(out, torch.Tensor) else out.pooler_output
-        feats = torch.nn.functional.normalize(feats.float(), dim=-1)
-        return feats.cpu().numpy().astype(np.float32, copy=False)
+        return feats.float().cpu().numpy().astype(np.float32, copy=False)
 
 
 def _hf_offline() -> bool:
@@ -526,5 +535,20 @@ def save_random_model(model: str, folder: str | Path, *, hidden: int = 32, layer
         net = transformers.SiglipModel(cfg)
         proc = transformers.SiglipImageProcessor(size={"height": image_size, "width": image_size})
     net.save_pretrained(str(folder))
-    proc.save_pretrained(str(folder))
+    # The full processor (image processor + a tiny word-level tokenizer built offline), as a
+    # Hub snapshot has it: the container loads AutoProcessor / SiglipProcessor, which need
+    # the tokenizer files too; this runner reads only the image-processor part.
+    processor_cls = transformers.CLIPProcessor if model == "CLIP" else transformers.SiglipProcessor
+    processor_cls(image_processor=proc, tokenizer=_tiny_tokenizer()).save_pretrained(str(folder))
     return folder
+
+
+def _tiny_tokenizer():
+    import tokenizers
+    import transformers
+
+    vocab = {t: i for i, t in enumerate(["<unk>", "<pad>", "<s>", "</s>", "a", "photo", "of"])}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>",
+                                                pad_token="<pad>", bos_token="<s>", eos_token="</s>")

@@ -4,8 +4,11 @@
 source rows and their distances. The search is exhaustive (no approximation):
 
 * cosine: similarity = inner product of L2-normalised rows; reported distance = 1 - cos.
-* l2: ranked by ``t.s - |s|^2 / 2`` (same order as Euclidean distance, one matmul);
-  reported distance = Euclidean distance.
+* euclidean (alias l2): ranked by ``t.s - |s|^2 / 2`` (same order as Euclidean distance,
+  one matmul); reported distance = Euclidean distance (not squared).
+* manhattan: L1 distance, computed directly (no matmul form exists), in bounded chunks.
+
+These are cuML's distances, so the action matches the container's neighbour order.
 
 Memory stays bounded whatever the pool size: sources are visited in blocks (and targets
 in blocks when there are many), a block of scores is one BLAS matmul, and a running
@@ -18,11 +21,12 @@ are recomputed in float64 for the selected pairs, and each row is returned sorte
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-METRICS = {"cosine": "cosine", "l2": "l2", "euclidean": "l2"}
+# cuML names; "l2" is an alias cuML also accepts for euclidean.
+METRICS = {"cosine": "cosine", "euclidean": "euclidean", "l2": "euclidean", "manhattan": "manhattan"}
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of scratch for one block of scores
 # Scratch bytes per score element: float32 score + bool mask + int64 argpartition indices
 # on the rows that need a full selection (+ headroom).
@@ -49,6 +53,16 @@ def l2_normalize_(x: np.ndarray, block_rows: int = 65536) -> np.ndarray:
         norms[norms == 0] = 1.0
         blk /= norms[:, None].astype(x.dtype)
     return x
+
+
+def _neg_l1_into(out: np.ndarray, t: np.ndarray, s: np.ndarray, budget: int) -> None:
+    """out[i, j] = -sum|t[i] - s[j]| (float32), in source chunks whose (rows, cols, dim)
+    difference temporaries stay within ``budget`` bytes."""
+    step = max(1, budget // max(1, t.shape[0] * t.shape[1] * 8))
+    for c0 in range(0, s.shape[0], step):
+        diff = np.abs(t[:, None, :] - s[None, c0:c0 + step, :])
+        np.sum(diff, axis=2, out=out[:, c0:c0 + step])
+    np.negative(out, out=out)
 
 
 def block_shape(n_targets: int, n_sources: int, k: int,
@@ -116,7 +130,9 @@ def topk(targets: np.ndarray, sources: np.ndarray, k: int, metric: str = "cosine
         return np.zeros((n_t, 0), np.int64), np.zeros((n_t, 0), np.float64)
 
     col_adjust: np.ndarray | None = None  # per-source additive (l2) or multiplicative (cosine)
-    if metric == "cosine":
+    if metric == "manhattan":
+        pass  # scores are computed directly per block
+    elif metric == "cosine":
         if not normalized:
             tgt = l2_normalize_(tgt.copy())
             col_adjust = np.empty(n_s, np.float32)
@@ -147,7 +163,10 @@ def topk(targets: np.ndarray, sources: np.ndarray, k: int, metric: str = "cosine
             r1 = min(n_t, r0 + tb)
             nr, nc = r1 - r0, c1 - c0
             scores = score_buf[:nr * nc].reshape(nr, nc)
-            np.matmul(tgt[r0:r1], sblk.T, out=scores)
+            if metric == "manhattan":
+                _neg_l1_into(scores, tgt[r0:r1], sblk, max(1 << 20, memory_budget // 4))
+            else:
+                np.matmul(tgt[r0:r1], sblk.T, out=scores)
             if col_adjust is not None:
                 if metric == "cosine":
                     scores *= col_adjust[c0:c1]
@@ -207,6 +226,8 @@ def topk(targets: np.ndarray, sources: np.ndarray, k: int, metric: str = "cosine
             denom = tn[:, None] * sn
             cos = np.divide(dots, denom, out=np.zeros_like(dots), where=denom > 0)
             dist[r0:r0 + step] = 1.0 - np.clip(cos, -1.0, 1.0)
+        elif metric == "manhattan":
+            dist[r0:r0 + step] = np.abs(t64[:, None, :] - s64).sum(axis=2)
         else:
             dist[r0:r0 + step] = np.sqrt(((t64[:, None, :] - s64) ** 2).sum(axis=2))
     order = np.lexsort((best_i, dist), axis=1)
@@ -225,6 +246,8 @@ def brute_force(targets: np.ndarray, sources: np.ndarray, k: int,
         t = np.divide(t, tn, out=np.zeros_like(t), where=tn > 0)
         s = np.divide(s, sn, out=np.zeros_like(s), where=sn > 0)
         d = 1.0 - np.clip(t @ s.T, -1.0, 1.0)
+    elif metric == "manhattan":
+        d = np.abs(t[:, None, :] - s[None, :, :]).sum(axis=2)
     else:
         d = np.sqrt(np.maximum(((t[:, None, :] - s[None, :, :]) ** 2).sum(axis=2), 0))
     kk = min(k, s.shape[0])

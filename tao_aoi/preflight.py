@@ -101,9 +101,13 @@ def preflight(workspace: str | None, paths: Sequence[str], force: str = "auto") 
             raise UsageError(f"workspace {ws} contains ':', which docker -v cannot mount")
     argv = backend.prefix_argv(decision.backend, ws, image, bank)
     notes = [backend.CHOWN_HINT] if decision.backend == "docker" else []
-    return {**decision.as_dict(), "image": image, "workspace": str(ws), "bank": str(bank),
-            "paths": [str(p) for p in abs_paths], "argv": argv, "ds": backend.join(argv),
-            "notes": notes}
+    result = {**decision.as_dict(), "image": image, "workspace": str(ws), "bank": str(bank),
+              "paths": [str(p) for p in abs_paths], "argv": argv, "ds": backend.join(argv),
+              "notes": notes}
+    if decision.backend == "docker":
+        result["docker"] = backend.join(backend.docker_argv(ws, image))
+        result["notes"].insert(0, backend.QUOTING_NOTE)
+    return result
 
 
 def backend_line(result: dict) -> str:
@@ -146,7 +150,11 @@ def human_lines(result: dict) -> list[str]:
         lines.append("  (container checks skipped: local backend forced)")
     for c in result["checks"]:
         lines.append(f"  {'OK' if c['ok'] else 'MISSING':<8}{c['name']:<7}{c['detail']}")
-    lines += [backend_line(result), f"DS: {result['ds']}", f"workspace: {result['workspace']}"]
+    lines += [backend_line(result), f"DS: {result['ds']}"]
+    if "docker" in result:
+        lines.append(f"docker: {result['docker']} <category> <action> "
+                     f"-e /tao_aoi/spec/<spec file> key=value ...")
+    lines.append(f"workspace: {result['workspace']}")
     lines += [f"note: {n}" for n in result["notes"]]
     return lines
 

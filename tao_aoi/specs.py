@@ -140,8 +140,8 @@ def parse_overrides(overrides: Iterable[str]) -> tuple[dict, dict]:
             raise UsageError(f"override '{item}' is not key=value")
         if not _KEY_RE.match(key):
             raise UsageError(f"override key '{key}' is not a plain key name (nested keys are not used)")
-        if _PATH_TEXT_RE.fullmatch(text):
-            values[key] = text
+        if text == "" or _PATH_TEXT_RE.fullmatch(text):
+            values[key] = text  # Hydra reads ``key=`` as the empty string
         else:
             from omegaconf import OmegaConf  # imported only when a value needs it (~0.08 s)
 

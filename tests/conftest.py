@@ -62,3 +62,96 @@ def vcn_experiment(tmp_path):
                 "media": media, "results": exp / "rca_results" / "run1"}
 
     return make
+
+
+# ----------------------------------------------------------------------------- the oracle
+# NVIDIA's own data-services code (tests/oracle/README.md). Missing is a failure, never a skip.
+ORACLE_DIR = REPO / "tests" / "oracle"
+
+
+def oracle_python() -> str:
+    import os
+
+    py = os.environ.get("TAO_AOI_ORACLE_PYTHON") or str(REPO / ".venv-oracle" / "bin" / "python")
+    if not Path(py).exists():
+        pytest.fail(f"NVIDIA's data-services code is not installed ({py} missing): run `make oracle`")
+    return py
+
+
+class NvidiaContainer:
+    """Runs NVIDIA's entry modules as the image's entrypoint does (tests/oracle/entrypoint.py)."""
+
+    def __init__(self, python: str):
+        self.python = python
+
+    def run(self, category: str, action: str, spec, *overrides: str, cwd=None,
+            stable_sort: bool = False, timeout: float = 600) -> subprocess.CompletedProcess:
+        import os
+
+        env = dict(os.environ)
+        env["TAO_ORACLE_STABLE_SORT"] = "1" if stable_sort else "0"
+        env["PATH"] = f"{ORACLE_DIR / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        env.pop("PYTHONPATH", None)
+        return subprocess.run([self.python, str(ORACLE_DIR / "entrypoint.py"), category, action,
+                               "-e", str(spec), *overrides], capture_output=True, text=True,
+                              cwd=cwd, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def nvidia() -> NvidiaContainer:
+    """NVIDIA's data-services modules (the release pinned through versions.yaml)."""
+    return NvidiaContainer(oracle_python())
+
+
+@pytest.fixture
+def container_env(nvidia) -> dict:
+    """Environment of a GPU host: `docker` and `nvidia-smi` stand-ins first on PATH, whose
+    `docker run <pinned image> ...` executes NVIDIA's code (tests/oracle/bin)."""
+    import os
+
+    env = dict(os.environ)
+    env["PATH"] = f"{ORACLE_DIR / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["TAO_AOI_ORACLE_PYTHON"] = nvidia.python
+    return env
+
+
+class NvidiaWorker:
+    """One long-lived process running NVIDIA's modules in-process (tests/oracle/worker.py):
+    hundreds of generated cases without paying interpreter and import start-up each time."""
+
+    def __init__(self, python: str):
+        import os
+
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([str(ORACLE_DIR / "stubs"), str(ORACLE_DIR)])
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("TRANSFORMERS_OFFLINE", "1")
+        self.proc = subprocess.Popen([python, str(ORACLE_DIR / "worker.py")], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     env=env, bufsize=1)
+
+    def run(self, category: str, action: str, spec, *overrides: str, cwd=None,
+            stable_sort: bool = False) -> dict:
+        """``{"ok": bool, "error": "Type: message" | None, "log": str}``."""
+        import json
+
+        job = {"category": category, "action": action, "spec": str(spec),
+               "overrides": list(overrides), "cwd": str(cwd) if cwd else None,
+               "stable_sort": stable_sort}
+        self.proc.stdin.write(json.dumps(job) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            pytest.fail("NVIDIA oracle worker died")
+        return json.loads(line)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def nvidia_worker():
+    worker = NvidiaWorker(oracle_python())
+    yield worker
+    worker.close()

@@ -1,5 +1,5 @@
 """`embedding image_embeddings` (local runner): output layout, encoder metadata,
-unreadable images, failure modes; through run(cfg) and through scripts/data_services.py."""
+unreadable images, failure modes (parity with the container: test_parity_embeddings.py); through run(cfg) and through scripts/data_services.py."""
 from __future__ import annotations
 
 import json
@@ -18,6 +18,7 @@ from tao_aoi.data_services import image_embeddings as action
 from tao_aoi.encoders import BASELINE_DIM, load_encoder
 from tao_aoi.hooks.report_rules import ENCODER_METADATA_KEY, MARK_BACKEND, MARK_MISSING_IMAGES
 from conftest import run_script
+from conftest_models import tiny_models  # noqa: F401 - fixture
 
 
 def make_images(folder: Path, n: int, seed: int = 0) -> list[str]:
@@ -59,13 +60,14 @@ def test_output_layout_metadata_and_values(tmp_path, capsys):
     table = pq.read_table(out)
     src = pq.read_table(inp)
     assert table.column_names == ["filepath", "embedding", "label", "weakness", "count"]
-    assert table.schema.field("embedding").type == pa.list_(pa.float32())
-    for col in src.column_names:  # every input column verbatim, types included
-        assert table.column(col).equals(src.column(col))
+    # list<double>: the container writes the float32 features as Python floats
+    assert table.schema.field("embedding").type == pa.list_(pa.float64())
+    for col in src.column_names:  # every input column's values, merged on filepath
+        assert table.column(col).to_pylist() == src.column(col).to_pylist()
     ident = json.loads(table.schema.metadata[ENCODER_METADATA_KEY.encode()])
     assert ident["model"] == "baseline" and ident["dim"] == BASELINE_DIM and "model_path" in ident
     emb = np.array(table.column("embedding").to_pylist(), np.float32)
-    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)  # baseline only
     direct = load_encoder("baseline").encode([Image.open(p) for p in paths])
     np.testing.assert_allclose(emb, direct, atol=1e-6)
     text = capsys.readouterr().out
@@ -123,11 +125,8 @@ def test_missing_filepath_column_is_a_usage_error(tmp_path):
     assert not out.exists()
 
 
-def test_tiny_siglip_pipeline_equals_direct_encoding(tmp_path):
-    pytest.importorskip("transformers")
-    from tao_aoi.encoders import save_random_model
-
-    model_dir = save_random_model("SigLIP", tmp_path / "siglip")
+def test_tiny_siglip_pipeline_equals_direct_encoding(tmp_path, tiny_models):
+    model_dir = tiny_models["SigLIP"]
     paths = make_images(tmp_path / "imgs", 11)
     inp = write_input(tmp_path / "in.parquet", paths)
     runs = {}
@@ -142,6 +141,30 @@ def test_tiny_siglip_pipeline_equals_direct_encoding(tmp_path):
     direct = load_encoder("SigLIP", str(model_dir)).encode([Image.open(p) for p in paths])
     for emb in runs.values():
         np.testing.assert_allclose(emb, direct, atol=1e-5)
+    # the batch the container would use (64 >= 11 images) gives the very same floats
+    np.testing.assert_array_equal(runs[64], direct)
+
+
+def test_empty_input_gives_an_empty_output_as_the_container_does(tmp_path, capsys):
+    inp = write_input(tmp_path / "in.parquet", [])
+    out = tmp_path / "emb.parquet"
+    assert action.run(cfg_for(inp, out)) == 0
+    table = pq.read_table(out)
+    assert table.num_rows == 0
+    assert table.column_names == ["filepath", "embedding", "label", "weakness", "count"]
+    # the container's empty object columns come out as Arrow null
+    assert table.schema.field("embedding").type == pa.null()
+
+
+def test_duplicate_filepaths_multiply_rows_as_the_containers_merge_does(tmp_path):
+    paths = make_images(tmp_path / "imgs", 2)
+    inp = write_input(tmp_path / "in.parquet", [paths[0], paths[1], paths[0]])
+    out = tmp_path / "emb.parquet"
+    action.run(cfg_for(inp, out))
+    df = pd.read_parquet(out)
+    # left merge on filepath: each of the 2 encoded rows of paths[0] meets its 2 input rows
+    assert df["filepath"].tolist() == [paths[0], paths[0], paths[1], paths[0], paths[0]]
+    assert df["label"].tolist() == ["PASS", "MISSING", "SHORT", "PASS", "MISSING"]
 
 
 def write_spec(path: Path, **values) -> Path:
@@ -153,7 +176,7 @@ def test_cli_runs_from_spec_and_overrides(tmp_path):
     paths = make_images(tmp_path / "imgs", 4)
     inp = write_input(tmp_path / "in.parquet", paths)
     spec = write_spec(tmp_path / "embedding_spec.yaml", model="baseline", batch_size=2,
-                      input_parquet="???", output_parquet="???")
+                      model_path="unused", input_parquet="???", output_parquet="???")
     out = tmp_path / "res" / "emb.parquet"
     r = run_script("data_services.py", "embedding", "image_embeddings", "-e", spec,
                    f"input_parquet={inp}", f"output_parquet={out}")
@@ -165,7 +188,7 @@ def test_cli_runs_from_spec_and_overrides(tmp_path):
 def test_cli_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
     inp = tmp_path / "in.parquet"
     pd.DataFrame({"file": ["x.jpg"]}).to_parquet(inp)
-    spec = write_spec(tmp_path / "spec.yaml", model="baseline")
+    spec = write_spec(tmp_path / "spec.yaml", model="baseline", model_path="unused")
     out = tmp_path / "emb.parquet"
     r = run_script("data_services.py", "embedding", "image_embeddings", "-e", spec,
                    f"input_parquet={inp}", f"output_parquet={out}")

@@ -10,18 +10,13 @@ import pytest
 from PIL import Image
 
 from tao_aoi.cli import UsageError
-from tao_aoi.encoders import (BASELINE_DIM, NOT_CACHED_HINT, describe, load_encoder,
-                              same_encoder, save_random_model)
+from tao_aoi.encoders import BASELINE_DIM, NOT_CACHED_HINT, describe, load_encoder, same_encoder
+from conftest_models import tiny_models  # noqa: F401 - fixture
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny_models")
-    return {"SigLIP": save_random_model("SigLIP", root / "siglip"),
-            "CLIP": save_random_model("CLIP", root / "clip", projection_dim=24)}
 
 
 def images(n=7, seed=0):
@@ -44,7 +39,8 @@ def test_tiny_real_architecture_loads_and_encodes(tiny_models, model, dim):
     assert len(enc.identity["config_sha256"]) == 16
     x = enc.encode(images())
     assert x.dtype == np.float32 and x.shape == (7, dim)
-    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    # raw get_image_features, as the container writes them: not unit length
+    assert np.abs(np.linalg.norm(x, axis=1) - 1.0).min() > 1e-2
     assert np.ptp(x, axis=0).max() > 1e-3  # different images, different embeddings
     # deterministic across loads, and independent of how the images are batched
     again = load_encoder(model, str(tiny_models[model]), device="cpu").encode(images())
@@ -185,5 +181,6 @@ def test_fast_preprocessing_reproduces_the_image_processor(tiny_models, model):
            for h, w in [(30, 41), (57, 30), (10, 300), (301, 299), (32, 32)]]
     ref = np.stack([enc._processor_pixels(im) for im in ims])
     fast = enc._normalise(np.stack([enc.preprocess(im) for im in ims])).numpy()
-    np.testing.assert_allclose(fast, ref, atol=1e-5)
-    np.testing.assert_allclose(enc.encode_arrays(ref), enc.encode(ims), atol=1e-5)
+    # bit for bit: the container feeds the processor's pixels to the model
+    np.testing.assert_array_equal(fast, ref)
+    np.testing.assert_array_equal(enc.encode_arrays(ref), enc.encode(ims))

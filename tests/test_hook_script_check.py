@@ -157,3 +157,99 @@ def test_toggles_silence_only_their_family(tmp_path):
     assert bash(tmp_path, "python3 scripts/route_samples.py", stderr=stderr, ROUTING_HOOKS="0") == ""
     assert "boom" in bash(tmp_path, "python3 scripts/route_samples.py", stderr=stderr, RCA_HOOKS="0")
     assert bash(tmp_path, "python3 scripts/spot_check.py", stderr=stderr, RCA_HOOKS="false") == ""
+
+
+# ------------------------------------------------------------- the container's own output
+RUN_DS = '"$DS" gap_analysis vcn_aoi -e "$RCA/spec.yaml" results_dir="$RCA"'
+HYDRA_TAIL = "\nSet the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.\n"
+
+
+def container_failure(error_line: str) -> str:
+    return ("Error executing job with overrides: ['results_dir=/ws/rca']\n"
+            "Traceback (most recent call last):\n"
+            '  File "/usr/local/lib/python3.12/dist-packages/nvidia_tao_ds/rcca/gap_analysis/'
+            'scripts/vcn_aoi.py", line 107, in compute_vcn_optimal_threshold\n'
+            "    raise ValueError(\n"
+            f"{error_line}\n{HYDRA_TAIL}Execution status: FAIL\n")
+
+
+def test_container_pass_is_success():
+    out = ("Threshold: 0.55\nBreakdown saved to /ws/rca/weak_samples_breakdown.txt\n"
+           "Execution status: PASS\n")
+    assert check(RUN_DS, out, "") == []
+    assert check(f"{DOCKER} gap_analysis vcn_aoi -e /ws/spec.yaml results_dir=/ws/rca", out, "") == []
+
+
+def test_container_fail_points_at_the_lines_above():
+    out = container_failure("KeyError: 'input_map'")
+    [bullet] = check(RUN_DS, out, "")
+    assert "Execution status: FAIL" in bullet and "KeyError: 'input_map'" in bullet
+    assert "crashed" not in bullet
+    # no traceback: the last line before the status
+    [bullet] = check(RUN_DS, "something broke here\nExecution status: FAIL\n", "")
+    assert "something broke here" in bullet
+
+
+def test_unreachable_target_follows_the_unreachable_branch():
+    out = container_failure("ValueError: No threshold achieves 100% recall on the NO_PASS class.")
+    [bullet] = check(RUN_DS, out, "")
+    assert "unreachable" in bullet and "unreachable_kpi.txt" in bullet
+    assert "completion step" in bullet and "100%" in bullet
+    assert "crashed" not in bullet and "Execution status" not in bullet
+
+
+def test_unreachable_already_handled_is_not_repeated():
+    # the completion step ran in the same command and wrote unreachable_kpi.txt
+    out = (container_failure("ValueError: No threshold achieves 95% recall on the NO_PASS class.")
+           + f"{rr.MARK_UNREACHABLE}: no threshold reaches 95% recall; wrote /ws/rca/unreachable_kpi.txt\n")
+    bullets = check(RUN_DS + " ; python3 scripts/complete_gap_analysis.py", out, "")
+    assert len(bullets) == 1 and "abridged" in bullets[0]
+    assert "completion step" not in bullets[0]
+
+
+@pytest.mark.parametrize("error_line, expect", [
+    ("ValueError: Inference CSV at /ws/inf/inference.csv contains no rows.", "no rows"),
+    ("FileNotFoundError: Expected inference CSV at /ws/exp/inference.csv", "/inference`"),
+    ("omegaconf.errors.MissingMandatoryValue: Missing mandatory value: train_config",
+     "`train_config=<value>`"),
+])
+def test_container_value_errors(error_line, expect):
+    [bullet] = check(RUN_DS, container_failure(error_line), "")
+    assert expect in bullet and "crashed" not in bullet
+
+
+def test_expected_csv_in_an_inference_folder_does_not_repeat_the_advice():
+    out = container_failure("FileNotFoundError: Expected inference CSV at /ws/exp/inference/inference.csv")
+    [bullet] = check(RUN_DS, out, "")
+    assert "usually ends in `/inference`" not in bullet and "inference ran" in bullet
+
+
+def test_mandatory_value_set_in_the_command_points_at_quoting():
+    out = container_failure("omegaconf.errors.MissingMandatoryValue: Missing mandatory value: results_dir")
+    [bullet] = check(RUN_DS, out, "")
+    assert "did not reach the action" in bullet and "add `results_dir" not in bullet
+
+
+def test_missing_spec_argument_and_missing_spec_file():
+    out = ("ValueError: The subtask `vcn_aoi` requires the following argument: "
+           "-e/--experiment_spec_file\n")
+    [bullet] = check('"$DS" gap_analysis vcn_aoi results_dir=/ws/rca', out, "")
+    assert "-e <spec.yaml>" in bullet
+    out = "FileNotFoundError: Experiment spec file was not found at /elsewhere/spec.yaml\n"
+    bullets = check(f"{DOCKER} gap_analysis vcn_aoi -e /elsewhere/spec.yaml", out, "")
+    assert any("/elsewhere/spec.yaml" in b and '"$DS"' in b for b in bullets)
+    bullets = check('"$DS" gap_analysis vcn_aoi -e /ws/nope.yaml', out, "")
+    assert len(bullets) == 1 and '"$DS"' not in bullets[0]
+
+
+def test_launcher_refusal_is_reported():
+    err = ("ds_launcher: error: override key 'results dir' is not a plain key name; "
+           "docker was not started\n")
+    [bullet] = check('"$DS" gap_analysis vcn_aoi -e s.yaml "results dir=/x"', "", err)
+    assert "results dir" in bullet and "fix that input" in bullet
+
+
+def test_container_unreachable_through_the_hook(tmp_path):
+    out = container_failure("ValueError: No threshold achieves 100% recall on the NO_PASS class.")
+    text = bash(tmp_path, RUN_DS, stdout=out)
+    assert "unreachable_kpi.txt" in text and "completion step" in text

@@ -26,7 +26,7 @@ def _check_against_oracle(t, s, k, metric, idx, dist, tol=1e-5):
             assert full[r, left_out].min() >= dist[r, -1] - tol
 
 
-@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("metric", ["cosine", "l2", "manhattan"])
 @pytest.mark.parametrize("budget", [200, 10_000, 10**8])  # tiny budgets force many blocks
 def test_matches_brute_force_on_random_data(metric, budget):
     rng = np.random.default_rng(1)
@@ -48,7 +48,7 @@ def test_multi_block_paths(order):
     if order != "random":
         sim = (knn.l2_normalize_(s.copy()) @ knn.l2_normalize_(t.copy())[0])
         s = s[np.argsort(sim if order == "increasing" else -sim, kind="stable")]
-    for metric in ("cosine", "l2"):
+    for metric in ("cosine", "l2", "manhattan"):
         idx, dist = knn.topk(t, s, 8, metric, memory_budget=30 * 1000 * 20, first_block=64)
         o_idx, o_dist = knn.brute_force(t, s, 8, metric)
         np.testing.assert_array_equal(idx, o_idx)
@@ -57,7 +57,7 @@ def test_multi_block_paths(order):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n_t=st.integers(1, 9), n_s=st.integers(1, 60), d=st.integers(1, 6), k=st.integers(1, 70),
-       metric=st.sampled_from(["cosine", "l2", "euclidean"]), budget=st.sampled_from([40, 400, 10**7]),
+       metric=st.sampled_from(["cosine", "l2", "euclidean", "manhattan"]), budget=st.sampled_from([40, 400, 10**7]),
        seed=st.integers(0, 2**31 - 1), integer=st.booleans(), first=st.sampled_from([1, 8, 4096]))
 def test_property_against_oracle(n_t, n_s, d, k, metric, budget, seed, integer, first):
     rng = np.random.default_rng(seed)
@@ -76,7 +76,7 @@ def test_property_against_oracle(n_t, n_s, d, k, metric, budget, seed, integer, 
         np.testing.assert_array_equal(idx, o_idx)
 
 
-@pytest.mark.parametrize("metric", ["cosine", "l2"])
+@pytest.mark.parametrize("metric", ["cosine", "l2", "manhattan"])
 @pytest.mark.parametrize("budget", [60, 10**7])
 def test_ties_go_to_the_lower_source_index(metric, budget):
     # Sources 3, 5 and 9 are the same vector as the target (exact distance 0); 0 and 7 are
@@ -140,7 +140,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="dimension mismatch"):
         knn.topk(a, np.zeros((2, 4), np.float32), 1)
     with pytest.raises(ValueError, match="unknown knn metric"):
-        knn.topk(a, a, 1, "manhattan")
+        knn.topk(a, a, 1, "chebyshev")
     with pytest.raises(ValueError):
         knn.topk(a, a, 0)
 

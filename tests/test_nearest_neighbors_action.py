@@ -1,5 +1,6 @@
-"""`tmm nearest_neighbors` (local runner): mined set vs a brute-force oracle, label
-filtering (on and no-op), distance threshold, dedupe, encoder checks, summary file."""
+"""`tmm nearest_neighbors` (local runner): mined rows vs a brute-force oracle, label
+filtering (on and no-op), distance threshold, dedupe, encoder checks, summary file.
+Row for row parity with NVIDIA's module: tests/test_parity_nearest_neighbors.py."""
 from __future__ import annotations
 
 import json
@@ -11,12 +12,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import run_script
 
 from tao_aoi import knn
 from tao_aoi.cli import UsageError
 from tao_aoi.data_services import nearest_neighbors as action
-from tao_aoi.hooks.report_rules import ENCODER_METADATA_KEY, MARK_BACKEND, MARK_LABEL_FILTER_NOOP
-from conftest import run_script
+from tao_aoi.hooks.report_rules import (
+    ENCODER_METADATA_KEY,
+    MARK_BACKEND,
+    MARK_LABEL_FILTER_NOOP,
+)
 
 ENC = {"model": "SigLIP", "model_path": "google/siglip-base-patch16-224", "dim": 8}
 
@@ -54,14 +59,19 @@ def cfg_for(tmp_path, **kw):
 def summary_of(cfg) -> dict:
     out = {}
     for line in action.summary_path(cfg["output_parquet"]).read_text().splitlines():
-        key, sep, value = line.partition(": ")
-        if sep and not line.startswith(" "):
+        key, sep, value = line.strip().partition(": ")
+        if sep:
             out[key] = value
     return out
 
 
-@pytest.mark.parametrize("metric", ["cosine", "l2", "euclidean"])
-def test_mined_set_matches_brute_force(tmp_path, metric):
+def container_order(idx, prefix="s") -> list[str]:
+    """Target-major, nearest-first filepaths, first occurrence kept (the container's rows)."""
+    return list(dict.fromkeys(f"/pool/{prefix}_{j:04d}.jpg" for j in idx.ravel()))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "l2", "euclidean", "manhattan"])
+def test_mined_rows_match_brute_force(tmp_path, metric):
     s, t = data()
     write_emb(tmp_path / "src.parquet", s, "s")
     write_emb(tmp_path / "tgt.parquet", t, "t")
@@ -69,27 +79,24 @@ def test_mined_set_matches_brute_force(tmp_path, metric):
     assert action.run(cfg) == 0
     mined = pd.read_parquet(cfg["output_parquet"])
     o_idx, o_dist = knn.brute_force(t, s, 7, metric)
-    expected = {f"/pool/s_{j:04d}.jpg" for j in o_idx.ravel()}
-    assert set(mined["filepath"]) == expected and mined["filepath"].is_unique
-    assert list(mined.columns) == ["filepath", "best_distance", "n_targets", "nearest_target"]
+    assert list(mined["filepath"]) == container_order(o_idx)
+    assert list(mined.columns) == ["filepath", "best_distance", "nearest_target"]
     for _, row in mined.iterrows():
         j = int(row["filepath"][-8:-4])
         hits = np.argwhere(o_idx == j)
-        assert row["n_targets"] == len(hits)
         best = min(o_dist[r, c] for r, c in hits)
         assert row["best_distance"] == pytest.approx(best, abs=1e-6)
         ti = min(hits.tolist(), key=lambda rc: (o_dist[rc[0], rc[1]], rc[0]))[0]
         assert row["nearest_target"] == f"/pool/t_{ti:04d}.jpg"
-    assert mined["best_distance"].is_monotonic_increasing
     meta = pq.read_schema(cfg["output_parquet"]).metadata
     assert json.loads(meta[ENCODER_METADATA_KEY.encode()])["model"] == "SigLIP"
     assert json.loads(meta[action.MINING_METADATA_KEY.encode()])["topn"] == 7
     summ = summary_of(cfg)
-    assert summ["queries"] == "12" and summ["pool_size"] == "300"
-    assert summ["neighbours_requested"].startswith("84")
-    assert summ["pairs_found"] == "84"
-    assert int(summ["duplicates_removed"]) == 84 - len(mined)
-    assert summ["unique_mined"] == str(len(mined))
+    assert summ["Target queries"] == "12" and summ["Source pool"] == "300"
+    assert summ["Similar items per query"] == "7" and summ["Total candidates"] == "84"
+    assert int(summ["Duplicates removed"]) == 84 - len(mined)
+    assert summ["Unique items saved"] == str(len(mined))
+    assert summ["Results saved to"] == cfg["output_parquet"]
 
 
 def test_label_filter_keeps_only_same_label_pairs(tmp_path, capsys):
@@ -102,19 +109,19 @@ def test_label_filter_keeps_only_same_label_pairs(tmp_path, capsys):
     action.run(cfg)
     mined = pd.read_parquet(cfg["output_parquet"])
     o_idx, _ = knn.brute_force(t, s, 6, "cosine")
-    kept = set()
+    kept = []
     dropped = 0
     for r in range(len(t)):
         for j in o_idx[r]:
-            if t_lab[r] is not None and s_lab[j].strip().upper() == t_lab[r].upper():
-                kept.add(f"/pool/s_{j:04d}.jpg")
+            # a null label reads as "NONE" (str of pandas' None), which no source label is
+            if s_lab[j].strip().upper() == str(t_lab[r]).strip().upper():
+                kept.append(f"/pool/s_{j:04d}.jpg")
             else:
                 dropped += 1
-    assert set(mined["filepath"]) == kept
+    assert list(mined["filepath"]) == list(dict.fromkeys(kept))
     assert "label" in mined.columns  # the source label travels with the mined path
-    summ = summary_of(cfg)
-    assert summ["pairs_dropped_by_label"] == str(dropped)
-    assert int(summ["pairs_kept_by_label"]) + dropped == 72
+    text = action.summary_path(cfg["output_parquet"]).read_text()
+    assert f"\nLabel filtering: kept {72 - dropped}/72 pairs, dropped {dropped} mismatches\n\n" in text
     assert MARK_LABEL_FILTER_NOOP not in capsys.readouterr().err
 
 
@@ -126,7 +133,7 @@ def test_label_filter_without_label_column_warns_and_does_not_filter(tmp_path, c
     cfg = cfg_for(tmp_path, filter_by_label=flag)
     action.run(cfg)
     captured = capsys.readouterr()
-    assert MARK_LABEL_FILTER_NOOP in captured.err and "target_parquet" in captured.err
+    assert MARK_LABEL_FILTER_NOOP in captured.err and "missing from: target;" in captured.err
     assert MARK_LABEL_FILTER_NOOP in action.summary_path(cfg["output_parquet"]).read_text()
     o_idx, _ = knn.brute_force(t, s, 5, "cosine")
     assert len(pd.read_parquet(cfg["output_parquet"])) == len(set(o_idx.ravel()))
@@ -141,12 +148,14 @@ def test_distance_threshold_drops_far_pairs(tmp_path):
     cfg = cfg_for(tmp_path, distance_threshold=thr)
     action.run(cfg)
     mined = pd.read_parquet(cfg["output_parquet"])
-    assert set(mined["filepath"]) == {f"/pool/s_{j:04d}.jpg" for j in o_idx[o_dist <= thr]}
+    assert list(mined["filepath"]) == container_order(o_idx[o_dist <= thr])
     assert (mined["best_distance"] <= thr).all()
-    assert summary_of(cfg)["pairs_dropped_by_distance"] == str(int((o_dist > thr).sum()))
+    far = int((o_dist > thr).sum())
+    assert summary_of(cfg)["Distance filtering"] == (f"kept {60 - far}/60 pairs, dropped {far} "
+                                                     f"exceeding threshold {thr:.4f}")
 
 
-def test_dedupe_across_targets_and_topn_beyond_pool(tmp_path):
+def test_dedupe_across_targets_keeps_first_occurrence(tmp_path):
     rng = np.random.default_rng(4)
     s = rng.normal(size=(4, 8)).astype(np.float32)
     t = np.repeat(s[:1], 3, axis=0) + 0.01 * rng.normal(size=(3, 8)).astype(np.float32)
@@ -154,15 +163,26 @@ def test_dedupe_across_targets_and_topn_beyond_pool(tmp_path):
     fps = ["/pool/a.jpg", "/pool/b.jpg", "/pool/a.jpg", "/pool/c.jpg"]
     write_emb(tmp_path / "src.parquet", s, "s", filepaths=fps)
     write_emb(tmp_path / "tgt.parquet", t, "t")
-    cfg = cfg_for(tmp_path, topn=10)
+    cfg = cfg_for(tmp_path, topn=4)
     action.run(cfg)
     mined = pd.read_parquet(cfg["output_parquet"])
-    assert sorted(mined["filepath"]) == ["/pool/a.jpg", "/pool/b.jpg", "/pool/c.jpg"]
-    assert mined.iloc[0]["filepath"] == "/pool/a.jpg" and mined.iloc[0]["n_targets"] == 3
+    o_idx, _ = knn.brute_force(t, s, 4, "cosine")
+    assert list(mined["filepath"]) == list(dict.fromkeys(fps[j] for j in o_idx.ravel()))
+    assert mined.iloc[0]["filepath"] == "/pool/a.jpg"
     summ = summary_of(cfg)
-    assert summ["pairs_found"] == "12" and summ["unique_mined"] == "3"
-    assert summ["duplicates_removed"] == "9"
-    assert summ["note"].startswith("topn x queries (30) exceeds the pool (4)")
+    assert summ["Total candidates"] == "12" and summ["Unique items saved"] == "3"
+    assert summ["Duplicates removed"] == "9"
+
+
+def test_topn_beyond_pool_is_refused(tmp_path):
+    # The container fails here too (cuML cannot return more neighbours than sources).
+    s, t = data(4, n_s=4)
+    write_emb(tmp_path / "src.parquet", s, "s")
+    write_emb(tmp_path / "tgt.parquet", t, "t")
+    cfg = cfg_for(tmp_path, topn=5)
+    with pytest.raises(UsageError, match="topn=5 exceeds the 4 source embeddings"):
+        action.run(cfg)
+    assert not Path(cfg["output_parquet"]).exists()
 
 
 def test_mismatched_encoders_are_refused_naming_both(tmp_path):
@@ -185,7 +205,7 @@ def test_mismatch_allowed_is_loud(tmp_path, capsys):
     cfg = cfg_for(tmp_path, allow_encoder_mismatch=True)
     action.run(cfg)
     assert action.MARK_ENCODER_MISMATCH in capsys.readouterr().err
-    assert "MISMATCH" in summary_of(cfg)["encoder_check"]
+    assert "MISMATCH" in summary_of(cfg)["Encoder"]
 
 
 def test_dimension_mismatch_is_always_an_error(tmp_path):
@@ -204,7 +224,7 @@ def test_missing_metadata_warns_and_proceeds(tmp_path, capsys):
     assert action.run(cfg) == 0
     err = capsys.readouterr().err
     assert action.MARK_ENCODER_UNKNOWN in err and "source_parquet" in err
-    assert summary_of(cfg)["encoder_check"] == "unverified"
+    assert summary_of(cfg)["Encoder"].endswith("(unverified)")
 
 
 def test_embedding_column_names(tmp_path):
@@ -217,12 +237,15 @@ def test_embedding_column_names(tmp_path):
     assert action.run(cfg) == 0
 
 
-def test_bad_filter_value_is_a_usage_error(tmp_path):
+def test_unusual_filter_value_is_off_with_a_warning(tmp_path, capsys):
+    # The container reads anything but true/1/yes as off; the runner does too, and says so.
     s, t = data(9)
-    write_emb(tmp_path / "src.parquet", s, "s")
-    write_emb(tmp_path / "tgt.parquet", t, "t")
-    with pytest.raises(UsageError, match="filter_by_label"):
-        action.run(cfg_for(tmp_path, filter_by_label="maybe"))
+    write_emb(tmp_path / "src.parquet", s, "s", labels=["A", "B"] * 150)
+    write_emb(tmp_path / "tgt.parquet", t, "t", labels=["A"] * 12)
+    cfg = cfg_for(tmp_path, filter_by_label="on")
+    assert action.run(cfg) == 0
+    assert "filter_by_label='on' is read as off" in capsys.readouterr().err
+    assert "Label filtering" not in action.summary_path(cfg["output_parquet"]).read_text()
 
 
 def test_cli_end_to_end_with_spec(tmp_path):

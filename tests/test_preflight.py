@@ -59,9 +59,12 @@ def test_container_when_docker_gpu_and_image_present(tmp_path, workspace):
     out = as_json(preflight("--workspace", str(workspace), "--json", path_dir=bin_dir))
     assert out["backend"] == "docker"
     w = str(workspace)
-    assert out["argv"] == ["docker", "run", "--gpus", "all", "--rm", "--ipc=host",
-                           "-v", f"{w}:{w}", "-w", w, IMAGE]
-    assert "--user" not in out["ds"]
+    # $DS quotes the arguments for the image's entrypoint, then runs exactly this docker prefix
+    assert out["argv"] == [sys.executable, str(REPO / "scripts" / "docker_launch.py"),
+                           "--workspace", w, "--image", IMAGE, "--"]
+    assert shlex.split(out["docker"]) == ["docker", "run", "--gpus", "all", "--rm", "--ipc=host",
+                                          "-v", f"{w}:{w}", "-w", w, IMAGE]
+    assert "--user" not in out["ds"] and "--user" not in out["docker"]
     assert out["ds"] == shlex.join(out["argv"])
     assert shlex.split(out["ds"]) == out["argv"]  # the space in the path survives quoting
     assert any("chown" in n for n in out["notes"])

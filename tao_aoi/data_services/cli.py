@@ -129,17 +129,7 @@ def _parse(argv: Sequence[str]) -> dict:
     return out
 
 
-class _NoPandas:
-    """Import hook: ``import pandas`` raises ImportError (pyarrow then skips its pandas checks)."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "pandas" or name.startswith("pandas."):
-            raise ModuleNotFoundError(f"pandas is kept out of this runner process ({name})", name=name)
-        return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    own_process = argv is None
     argv = sys.argv[1:] if argv is None else list(argv)
     opts = _parse(argv)
     pos = opts["positional"]
@@ -163,10 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts["cfg"] == "job":
         sys.stdout.write(specs.dump_yaml(cfg))
         return 0
-    if own_process and getattr(module, "PANDAS_FREE", False) and "pandas" not in sys.modules:
-        # pyarrow imports pandas (~0.5 s) merely to ask whether its inputs are pandas objects.
-        # An action that never touches pandas runs without it when this process is its own.
-        sys.meta_path.insert(0, _NoPandas())
     reason = os.environ.get(BACKEND_REASON_ENV, "").strip() or "local runner"
     print(f"{MARK_BACKEND} local ({reason})", flush=True)
     return int(module.run(cfg) or 0)

@@ -1,19 +1,27 @@
 """Local runner action ``embedding image_embeddings``.
 
-Reads ``input_parquet`` (needs a ``filepath`` column; relative paths are taken from the
-current working directory, as inside the container with ``-w $W``), encodes every image
-and writes ``output_parquet`` with columns ``filepath``, ``embedding`` (list<float32>,
-L2-normalised) and every other input column verbatim. The encoder identity (JSON) goes
-into the Arrow schema metadata under ``tao_aoi.encoder`` so ``tmm nearest_neighbors`` can
-refuse parquets embedded with different encoders.
+Writes what the data-services container writes (SPEC 2.2), checked against NVIDIA's module
+by tests/test_parity_embeddings.py: ``filepath``, ``embedding`` (list<double>: the model's
+float32 ``get_image_features`` as is, NOT L2-normalised), then every other input column
+left-merged on ``filepath`` exactly as pandas does it in the container -- rows in input
+order; a filepath listed k times gives k*k rows; the column types pandas gives (e.g. an
+integer column with nulls becomes double); an empty input gives an empty output whose
+``filepath``/``embedding`` columns have Arrow type null. Relative paths are taken from the
+current working directory, as inside the container with ``-w $W``. Images are batched in
+``batch_size`` chunks of the input order, as in the container, so the vectors are the same
+bit for bit on the same library versions.
 
-Images that cannot be read (missing file, not an image, truncated) are listed by path in
-the summary and in ``<output stem>.unreadable_images.txt`` beside the output; their rows
-are dropped and counted. If no image at all can be read the run fails (exit 1).
+Additive (the container has neither): the encoder identity (JSON) goes into the Arrow
+schema metadata under ``tao_aoi.encoder`` so ``tmm nearest_neighbors`` can refuse parquets
+embedded with different encoders; images that cannot be read (missing file, not an image,
+truncated) are listed by path in the summary and in ``<output stem>.unreadable_images.txt``
+beside the output and their rows dropped, where the container stops at the first one. If
+no image at all can be read the run fails (exit 1). Not written: the ``pandas`` schema
+metadata that ``DataFrame.to_parquet`` adds (the data read back is the same). The
+``baseline`` model is local-only (not a container ``model`` value).
 
 Decoding and preprocessing run in ``num_workers`` threads, a few batches ahead of the
-encoder, so disk/JPEG work overlaps the forward pass. Rows are written in row groups as
-they are encoded, so memory does not grow with the pool size.
+encoder, so disk/JPEG work overlaps the forward pass.
 """
 from __future__ import annotations
 
@@ -29,10 +37,9 @@ import numpy as np
 from tao_aoi.cli import RunFailed, UsageError, one_line
 from tao_aoi.hooks.report_rules import MARK_MISSING_IMAGES
 
-SUMMARY = "Encode every filepath of a parquet into an L2-normalised `embedding` column (SigLIP, CLIP or the weight-free baseline)."
+SUMMARY = "Encode every filepath of a parquet into an `embedding` column (raw SigLIP/CLIP image features, as the container writes; or the local-only weight-free baseline)."
 ALIASES: dict[str, str] = {}
 
-ROW_GROUP_ROWS = 8192
 PREFETCH_BATCHES = 3
 SHOW_UNREADABLE = 20
 
@@ -95,14 +102,12 @@ def _validate(cfg: dict):
     if not src.is_file():
         raise UsageError(f"input_parquet not found: {src}")
     try:
-        table = pq.read_table(src)
+        names = pq.read_schema(src).names
     except Exception as exc:
         raise UsageError(f"input_parquet {src} is not a readable parquet: {one_line(exc)}") from None
-    if "filepath" not in table.column_names:
+    if "filepath" not in names:
         raise UsageError(f"input_parquet {src} has no 'filepath' column (columns: "
-                         f"{', '.join(table.column_names) or 'none'})")
-    if table.num_rows == 0:
-        raise UsageError(f"input_parquet {src} has no rows")
+                         f"{', '.join(names) or 'none'})")
     out = Path(str(cfg["output_parquet"]))
     if out.resolve() == src.resolve():
         raise UsageError("output_parquet must differ from input_parquet")
@@ -111,105 +116,92 @@ def _validate(cfg: dict):
     batch_size = int(cfg.get("batch_size", 64))
     if batch_size < 1:
         raise UsageError("batch_size must be >= 1")
-    return src, out, table
+    return src, out
 
 
-def _output_schema(table, identity: dict):
+def _output_table(src: Path, names: list, vectors: np.ndarray, identity: dict | None):
+    """The container's output frame, built the way it builds it (pandas), except that the
+    embedding column goes straight from the float32 array to list<double> (the same values
+    as the container's Python floats, without a Python object per element)."""
+    import pandas as pd
     import pyarrow as pa
 
     from tao_aoi.encoders import identity_metadata
 
-    fields = [table.schema.field("filepath"), pa.field("embedding", pa.list_(pa.float32()))]
-    fields += [f for f in table.schema if f.name not in ("filepath", "embedding")]
-    meta = {k: v for k, v in (table.schema.metadata or {}).items() if k != b"pandas"}
-    meta.update(identity_metadata(identity))
-    return pa.schema(fields, metadata=meta)
-
-
-def _chunk_table(table, rows: np.ndarray, vectors: np.ndarray, schema):
-    import pyarrow as pa
-
-    sub = table.take(pa.array(rows, pa.int64()))
-    d = vectors.shape[1]
-    offsets = pa.array(np.arange(0, (len(rows) + 1) * d, d, dtype=np.int32))
-    emb = pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), pa.float32()))
-    cols = [sub.column("filepath").combine_chunks(), emb]
-    cols += [sub.column(f.name).combine_chunks() for f in schema if f.name not in ("filepath", "embedding")]
-    return pa.Table.from_arrays(cols, schema=schema)
+    # object dtype as in the container's frame (pd.DataFrame(columns=...) + concat): that
+    # decides the Arrow type of filepath (string; null when there are no rows).
+    frame = pd.DataFrame({"filepath": pd.Series(names, dtype=object)})
+    row = "__tao_aoi_row__"
+    input_df = pd.read_parquet(src)
+    while row in input_df.columns:
+        row += "_"
+    extra = [c for c in input_df.columns if c not in ("filepath", "embedding")]
+    if extra:
+        frame[row] = np.arange(len(names), dtype=np.int64)
+        frame = frame.merge(input_df[["filepath"] + extra], on="filepath", how="left")
+        take = frame.pop(row).to_numpy()
+        vectors = vectors[take]
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if len(names):
+        d = vectors.shape[1]
+        offsets = pa.array(np.arange(0, (len(vectors) + 1) * d, d, dtype=np.int32))
+        emb = pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1).astype(np.float64)))
+    else:
+        emb = pa.nulls(0)  # the container's empty object column
+    table = table.add_column(1, "embedding", emb)
+    meta = dict(identity_metadata(identity)) if identity else {}
+    return table.replace_schema_metadata(meta or None)
 
 
 def run(cfg: dict) -> int:
+    import pandas as pd
     import pyarrow.parquet as pq
     from tqdm import tqdm
 
     from tao_aoi import atomic
     from tao_aoi.encoders import load_encoder
 
-    src, out, table = _validate(cfg)
+    src, out = _validate(cfg)
     batch_size = int(cfg.get("batch_size", 64))
     num_workers = int(cfg.get("num_workers", 4))
     encoder = load_encoder(cfg.get("model", "SigLIP"), cfg.get("model_path"),
                            cfg.get("model_config_path"), cfg.get("device", "auto"))
-    if "embedding" in table.column_names:
+    if "embedding" in pq.read_schema(src).names:
         print("notice: input_parquet already has an 'embedding' column; it is replaced",
               file=sys.stderr)
     sidecar = unreadable_sidecar(out)
-    paths = table.column("filepath").to_pylist()
+    paths = pd.read_parquet(src, columns=["filepath"])["filepath"].tolist()
     n = len(paths)
     unreadable: list[tuple[str, str]] = []
-    written = 0
+    names: list = []
+    vec_parts: list[np.ndarray] = []
     t0 = time.perf_counter()
-    writer = None
-    schema = None
     try:
+        bar = tqdm(total=n, desc="embedding", unit="img", file=sys.stderr,
+                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        for b0, results in _batches(paths, encoder, batch_size, num_workers):
+            ok = [i for i, (arr, _) in enumerate(results) if arr is not None]
+            for i, (arr, why) in enumerate(results):
+                if arr is None:
+                    unreadable.append((str(paths[b0 + i]), why))
+            if ok:
+                vec_parts.append(np.asarray(
+                    encoder.encode_arrays(np.stack([results[i][0] for i in ok])), np.float32))
+                names.extend(paths[b0 + i] for i in ok)
+            bar.update(len(results))
+        bar.close()
+        if n and not names:
+            raise RunFailed(f"none of the {n} images in {src} could be read "
+                            f"(first: {unreadable[0][0]}: {unreadable[0][1]}); see {sidecar}")
+        vectors = np.concatenate(vec_parts) if vec_parts else np.zeros((0, encoder.dim), np.float32)
+        if len(vectors):
+            ident = dict(encoder.identity)
+            ident["dim"] = int(vectors.shape[1])
+            encoder.identity = ident
+        table = _output_table(src, names, vectors, encoder.identity)
         with atomic.atomic_path(out) as tmp:
-            pend_rows: list[np.ndarray] = []
-            pend_vecs: list[np.ndarray] = []
-            pend_n = 0
-
-            def flush() -> None:
-                nonlocal writer, schema, pend_n, written
-                if not pend_n:
-                    return
-                rows = np.concatenate(pend_rows)
-                vecs = np.concatenate(pend_vecs)
-                if writer is None:
-                    ident = dict(encoder.identity)
-                    ident["dim"] = int(vecs.shape[1])
-                    encoder.identity = ident
-                    schema = _output_schema(table, ident)
-                    writer = pq.ParquetWriter(str(tmp), schema)
-                writer.write_table(_chunk_table(table, rows, vecs, schema))
-                written += len(rows)
-                pend_rows.clear()
-                pend_vecs.clear()
-                pend_n = 0
-
-            bar = tqdm(total=n, desc="embedding", unit="img", file=sys.stderr,
-                       mininterval=1.0 if sys.stderr.isatty() else 30.0)
-            for b0, results in _batches(paths, encoder, batch_size, num_workers):
-                ok = [i for i, (arr, _) in enumerate(results) if arr is not None]
-                for i, (arr, why) in enumerate(results):
-                    if arr is None:
-                        unreadable.append((str(paths[b0 + i]), why))
-                if ok:
-                    vecs = encoder.encode_arrays(np.stack([results[i][0] for i in ok]))
-                    pend_rows.append(np.asarray(ok, np.int64) + b0)
-                    pend_vecs.append(np.asarray(vecs, np.float32))
-                    pend_n += len(ok)
-                    if pend_n >= ROW_GROUP_ROWS:
-                        flush()
-                bar.update(len(results))
-            bar.close()
-            flush()
-            if writer is None:
-                raise RunFailed(f"none of the {n} images in {src} could be read "
-                                f"(first: {unreadable[0][0]}: {unreadable[0][1]}); see {sidecar}")
-            writer.close()
-            writer = None
+            pq.write_table(table, str(tmp))
     except BaseException:
-        if writer is not None:
-            writer.close()
         out.unlink(missing_ok=True)
         if unreadable:
             _write_sidecar(sidecar, unreadable)
@@ -219,7 +211,8 @@ def run(cfg: dict) -> int:
     else:
         sidecar.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
-    _print_summary(src, out, n, written, unreadable, encoder, seconds, sidecar, schema.names)
+    _print_summary(src, out, n, table.num_rows, unreadable, encoder, seconds, sidecar,
+                   table.column_names)
     return 0
 
 

@@ -1,21 +1,27 @@
-"""Local runner action ``tmm nearest_neighbors``.
+"""Local runner action ``tmm nearest_neighbors``: writes what the container writes.
 
-For each target embedding, the ``topn`` closest source embeddings (exact search,
-:mod:`tao_aoi.knn`). Then, in this order:
+Every target embedding is queried against all source embeddings for its ``topn`` nearest
+neighbours (exact search, :mod:`tao_aoi.knn`, cuML's distances: euclidean not squared,
+cosine = 1 - cosine similarity, manhattan = L1). Ties in distance go to the lower source
+index (cuML leaves their order unspecified; one deterministic order is promised here).
+Then for target i, neighbour j, nearest first:
 
-1. ``filter_by_label`` true: keep only pairs whose labels match (stripped, upper-cased;
-   an empty/null label matches nothing). The filter runs on the found pairs, so a target
-   keeps at most ``topn`` same-label neighbours. Without a ``label`` column on either side
-   the filter is skipped with the ``WARNING [label-filter-noop]`` marker.
-2. ``distance_threshold`` >= 0: drop pairs farther apart than it.
-3. Dedupe across targets by source ``filepath``.
+1. label filter: only when ``filter_by_label`` is on (``str(v).lower()`` is "true", "1" or
+   "yes", as in the container) AND both parquets have a ``label`` column; labels are compared
+   as ``str(label).strip().upper()`` of the values pandas reads (so a null label is "NONE").
+   A mismatching pair is dropped and counted. Requested but a side lacks ``label``: the
+   ``WARNING [label-filter-noop]`` marker names the side(s) and nothing is filtered.
+2. ``distance_threshold`` (a local-runner key, the semantics of later container releases):
+   ``0 <= threshold < distance`` drops the pair.
 
-``output_parquet``: one row per unique mined source, columns ``filepath``, ``label`` (from
-the source, when it has one), ``best_distance`` (closest target), ``n_targets`` (how many
-targets picked it) and ``nearest_target`` (filepath of that closest target, when the
-target parquet has filepaths); sorted by best_distance. ``mining_summary.txt`` beside it
-holds the counts. Both parquets must record the same encoder (metadata written by
-``embedding image_embeddings``); a mismatch is refused unless ``allow_encoder_mismatch``.
+The kept source filepaths, in that target-major, nearest-first order, deduplicated keeping
+the first occurrence, are ``output_parquet``'s ``filepath`` column, row for row the
+container's. Columns the project adds follow it: ``label`` (of the source row mined first),
+``best_distance`` (closest kept pair of that filepath) and ``nearest_target`` (filepath of
+that pair's target; the earliest such pair on equal distances). ``mining_summary.txt``
+beside it starts with the container's text line for line; the runner's own lines follow.
+Both parquets must record the same encoder (metadata written by ``embedding
+image_embeddings``); a mismatch is refused unless ``allow_encoder_mismatch``.
 """
 from __future__ import annotations
 
@@ -29,7 +35,6 @@ import numpy as np
 from tao_aoi.cli import UsageError, one_line
 from tao_aoi.hooks import report_rules as rr
 from tao_aoi.hooks.report_rules import MARK_LABEL_FILTER_NOOP
-from tao_aoi.labels import normalize_label
 
 SUMMARY = "Mine the topn nearest source images of every target embedding, dedupe them and write the unique filepaths plus mining_summary.txt."
 ALIASES: dict[str, str] = {}
@@ -40,7 +45,26 @@ MARK_ENCODER_MISMATCH = rr.MARK_ENCODER_MISMATCH
 MARK_ENCODER_UNKNOWN = rr.MARK_ENCODER_UNKNOWN
 
 
-def parse_flag(value, key: str = "filter_by_label") -> bool:
+# The container's reading of filter_by_label: on iff str(value).lower() is one of these;
+# any other value is off (there is no error), so "on" or " true" are off there too.
+FLAG_ON = ("true", "1", "yes")
+FLAG_OFF = ("false", "0", "no")
+
+
+def label_filter_requested(value) -> tuple[bool, str | None]:
+    """(on, warning): the container's rule; a warning when a value that is neither a
+    usual on nor off spelling is read as off (the container takes it silently)."""
+    text = str(value).lower()
+    if text in FLAG_ON:
+        return True, None
+    if text in FLAG_OFF:
+        return False, None
+    return False, (f"WARNING filter_by_label={value!r} is read as off (the container turns the "
+                   f"filter on only for {', '.join(FLAG_ON)}); label filtering is not done")
+
+
+def parse_flag(value, key: str) -> bool:
+    """A local-only boolean key (allow_encoder_mismatch)."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -99,7 +123,9 @@ def read_embeddings(path: str | Path, column: str, key: str) -> np.ndarray:
     return out
 
 
-def _read_columns(path: Path, wanted: tuple[str, ...]) -> dict[str, list]:
+def _read_columns(path: Path, wanted: tuple[str, ...]) -> dict:
+    """The wanted columns present in the parquet, as pandas reads them (the container reads
+    the parquets with pandas, so labels and filepaths are those values)."""
     import pyarrow.parquet as pq
 
     names = pq.read_schema(str(path)).names
@@ -107,19 +133,7 @@ def _read_columns(path: Path, wanted: tuple[str, ...]) -> dict[str, list]:
     if not present:
         return {}
     table = pq.read_table(str(path), columns=present)
-    return {c: table.column(c).to_pylist() for c in present}
-
-
-def _label_codes(source_labels: list, target_labels: list) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes of the stripped, upper-cased labels of both sides; -1 = no label."""
-    import pandas as pd
-
-    both = pd.Series(list(source_labels) + list(target_labels), dtype=object)
-    text = both.map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v))
-                    else (normalize_label(v) or None))
-    codes, _ = pd.factorize(text, use_na_sentinel=True)
-    n = len(source_labels)
-    return codes[:n], codes[n:]
+    return {c: table.column(c).to_pandas() for c in present}
 
 
 def _check_encoders(src_id: dict | None, tgt_id: dict | None, dims: tuple[int, int],
@@ -167,11 +181,60 @@ def _validate(cfg: dict):
     if topn < 1:
         raise UsageError("topn must be >= 1")
     try:
-        metric = canonical_metric(cfg.get("knn_metric", "cosine"))
+        metric = canonical_metric(cfg.get("knn_metric", "euclidean"))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    label_filter = parse_flag(cfg.get("filter_by_label", "false"))
-    return src, tgt, out, topn, metric, label_filter
+    return src, tgt, out, topn, metric
+
+
+def _filter_pairs(idx, dist, labels: tuple | None, threshold: float):
+    """Target-major, nearest-first pairs that survive the filters -> (t, s, d, label mismatches,
+    pairs dropped by distance)."""
+    n_t, k = idx.shape
+    t_idx = np.repeat(np.arange(n_t), k)
+    s_idx = idx.ravel()
+    d = dist.ravel()
+    keep = np.ones(d.size, bool)
+    mismatches = 0
+    if labels is not None:
+        src_key, tgt_key = (np.asarray([str(v).strip().upper() for v in lab], dtype=object)
+                            for lab in labels)
+        keep = src_key[s_idx] == tgt_key[t_idx]
+        mismatches = int((~keep).sum())
+    far = keep & (d > threshold) if threshold >= 0 else np.zeros(d.size, bool)
+    keep &= ~far
+    return t_idx[keep], s_idx[keep], d[keep], mismatches, int(far.sum())
+
+
+def _mined_table(t_idx, s_idx, d, src_ids: dict, tgt_ids: dict):
+    """The container's ``filepath`` column (kept pairs' filepaths, first occurrence of each),
+    then the project's columns."""
+    import pandas as pd
+    import pyarrow as pa
+
+    paths = src_ids["filepath"].iloc[s_idx].reset_index(drop=True)
+    first = ~paths.duplicated(keep="first").to_numpy()
+    # Closest kept pair of each filepath; on equal distances the earliest pair (stable sort).
+    codes, _ = pd.factorize(paths, use_na_sentinel=False)
+    order = np.lexsort((d, codes))  # stable: equal (filepath, distance) keep pair order
+    sorted_codes = codes[order]
+    starts = np.r_[True, sorted_codes[1:] != sorted_codes[:-1]] if codes.size else np.zeros(0, bool)
+    best = np.empty(len(starts) and int(sorted_codes[-1]) + 1, np.int64)
+    best[sorted_codes[starts]] = order[starts]
+    best_of_row = best[codes[first]]
+    cols = {"filepath": pa.Array.from_pandas(paths[first].reset_index(drop=True))}
+    if "label" in src_ids:
+        cols["label"] = pa.Array.from_pandas(
+            src_ids["label"].iloc[s_idx[first]].reset_index(drop=True))
+    cols["best_distance"] = pa.array(d[best_of_row].astype(np.float64), pa.float64())
+    if "filepath" in tgt_ids:
+        cols["nearest_target"] = pa.array(
+            [None if v is None else str(v) for v in tgt_ids["filepath"].iloc[t_idx[best_of_row]]],
+            pa.string())
+    table = pa.table(cols)
+    if pa.types.is_null(table.schema.field("filepath").type):
+        table = table.set_column(0, "filepath", table.column(0).cast(pa.string()))
+    return table, len(paths)
 
 
 def run(cfg: dict) -> int:
@@ -181,7 +244,7 @@ def run(cfg: dict) -> int:
     from tao_aoi.encoders import describe, identity_metadata, read_encoder_identity
 
     t0 = time.perf_counter()
-    src, tgt, out, topn, metric, label_filter = _validate(cfg)
+    src, tgt, out, topn, metric = _validate(cfg)
     threshold = float(cfg.get("distance_threshold", -1.0))
     src_col = str(cfg.get("source_embed_column_name", "embedding"))
     tgt_col = str(cfg.get("target_embed_column_name", "embedding"))
@@ -193,27 +256,27 @@ def run(cfg: dict) -> int:
     if "filepath" not in src_ids:
         raise UsageError(f"source_parquet {src} has no 'filepath' column; mined images are "
                          f"reported by filepath")
-    if any(p is None or str(p) == "" for p in src_ids["filepath"]):
-        raise UsageError(f"source_parquet {src} has rows without a filepath")
     s_emb = read_embeddings(src, src_col, "source_parquet")
     t_emb = read_embeddings(tgt, tgt_col, "target_parquet")
+    n_s, n_t = len(s_emb), len(t_emb)
+    if topn > n_s:
+        raise UsageError(f"topn={topn} exceeds the {n_s} source embeddings in {src}; the container "
+                         f"fails on this too -- lower topn or grow the pool")
     src_identity = read_encoder_identity(src)
     check, warnings = _check_encoders(src_identity, read_encoder_identity(tgt),
                                       (s_emb.shape[1], t_emb.shape[1]),
                                       parse_flag(cfg.get("allow_encoder_mismatch", False),
                                                  "allow_encoder_mismatch"), src, tgt)
-    label_note = "off"
-    if label_filter:
-        missing = [k for k, ids in (("source_parquet", src_ids), ("target_parquet", tgt_ids))
+    requested, flag_warning = label_filter_requested(cfg.get("filter_by_label", "false"))
+    if flag_warning:
+        warnings.append(flag_warning)
+    label_filter = requested and "label" in src_ids and "label" in tgt_ids
+    if requested and not label_filter:
+        missing = [side for side, ids in (("source", src_ids), ("target", tgt_ids))
                    if "label" not in ids]
-        if missing:
-            label_note = f"requested but SKIPPED: no 'label' column in {' and '.join(missing)}"
-            warnings.append(f"{MARK_LABEL_FILTER_NOOP} filter_by_label=true but "
-                            f"{' and '.join(missing)} has no 'label' column; mining proceeds "
-                            f"WITHOUT label filtering (cross-label pairs may be mined)")
-            label_filter = False
-        else:
-            label_note = "on (labels compared stripped and upper-cased)"
+        warnings.append(f"{MARK_LABEL_FILTER_NOOP} filter_by_label is on but the 'label' column "
+                        f"is missing from: {', '.join(missing)}; mining proceeds WITHOUT label "
+                        f"filtering (cross-label pairs may be mined)")
     for w in warnings:
         print(w, file=sys.stderr)
 
@@ -224,32 +287,14 @@ def run(cfg: dict) -> int:
             knn.l2_normalize_(t_emb)
         from tqdm import tqdm
 
-        with tqdm(total=len(s_emb), desc="nearest neighbours", unit="src", unit_scale=True,
+        with tqdm(total=n_s, desc="nearest neighbours", unit="src", unit_scale=True,
                   file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 30.0) as bar:
             idx, dist = knn.topk(t_emb, s_emb, topn, metric, normalized=(metric == "cosine"),
                                  progress=bar.update)
         del s_emb, t_emb
-        n_t, kk = idx.shape
-        t_idx = np.repeat(np.arange(n_t), kk)
-        s_idx = idx.ravel()
-        d = dist.ravel()
-        pairs_found = int(d.size)
-        keep = np.ones(pairs_found, bool)
-        kept_label = dropped_label = None
-        if label_filter:
-            s_code, t_code = _label_codes(src_ids["label"], tgt_ids["label"])
-            a, b = s_code[s_idx], t_code[t_idx]
-            same = (a >= 0) & (a == b)
-            keep &= same
-            kept_label, dropped_label = int(same.sum()), int((~same).sum())
-        dropped_dist = 0
-        if threshold >= 0:
-            far = keep & (d > threshold)
-            dropped_dist = int(far.sum())
-            keep &= ~far
-        t_idx, s_idx, d = t_idx[keep], s_idx[keep], d[keep]
-        mined, per_label = _dedupe(t_idx, s_idx, d, src_ids, tgt_ids)
-        table = _mined_table(mined, src_ids, tgt_ids)
+        labels = (src_ids["label"], tgt_ids["label"]) if label_filter else None
+        t_idx, s_idx, d, mismatches, dropped_far = _filter_pairs(idx, dist, labels, threshold)
+        table, candidates = _mined_table(t_idx, s_idx, d, src_ids, tgt_ids)
         meta = {MINING_METADATA_KEY.encode(): json.dumps({
                     "topn": topn, "knn_metric": metric, "filter_by_label": label_filter,
                     "distance_threshold": threshold, "source_parquet": str(src),
@@ -259,40 +304,35 @@ def run(cfg: dict) -> int:
         table = table.replace_schema_metadata(meta)
         with atomic.atomic_path(out) as tmp:
             pq.write_table(table, str(tmp))
-        n_s = len(src_ids["filepath"])
+        unique = table.num_rows
+        after_label = n_t * topn - mismatches
+        # The container's text, line for line (7.1.0, the pinned image) ...
         lines = [
-            "tmm nearest_neighbors (local runner)",
-            f"source_parquet: {src}",
-            f"target_parquet: {tgt}",
-            f"output_parquet: {out}",
-            f"encoder: {describe(src_identity)}",
-            f"encoder_check: {check}",
-            f"knn_metric: {metric} (distance = {'1 - cosine similarity' if metric == 'cosine' else 'Euclidean'})",
-            f"topn: {topn}",
-            f"queries: {n_t}",
-            f"pool_size: {n_s}",
-            f"neighbours_requested: {topn * n_t} (topn x queries)",
-            f"pairs_found: {pairs_found}",
-            f"label_filter: {label_note}",
+            "Summary:",
+            f"  Target queries: {n_t}",
+            f"  Similar items per query: {topn}",
+            f"  Total candidates: {candidates}",
+            f"  Duplicates removed: {candidates - unique}",
+            f"  Unique items saved: {unique}",
+            f"  Results saved to: {cfg['output_parquet']}",
         ]
-        if kept_label is not None:
-            lines += [f"pairs_kept_by_label: {kept_label}", f"pairs_dropped_by_label: {dropped_label}"]
+        if label_filter:
+            lines += [(f"Label filtering: kept {after_label}/{n_t * topn} pairs, "
+                       f"dropped {mismatches} mismatches"), ""]
+        # ... then what the local runner adds.
         lines += [
-            f"distance_threshold: {'off' if threshold < 0 else threshold}",
-            f"pairs_dropped_by_distance: {dropped_dist}",
-            f"pairs_kept: {int(d.size)}",
-            f"duplicates_removed: {int(d.size) - len(mined)}",
-            f"unique_mined: {len(mined)}",
+            "Local runner:",
+            f"  knn_metric: {metric}",
+            f"  Source pool: {n_s}",
+            f"  Encoder: {describe(src_identity)} ({check})",
         ]
-        if topn * n_t > n_s:
-            lines.append(f"note: topn x queries ({topn * n_t}) exceeds the pool ({n_s}); that is "
-                         f"normal -- the real mined count is {len(mined)}")
-        if per_label:
-            lines.append("per_target_label: label | targets | pairs_kept | unique_mined")
-            for lab, (nt, npairs, nu) in sorted(per_label.items()):
-                lines.append(f"  {lab} | {nt} | {npairs} | {nu}")
-        lines.extend(w for w in warnings)
-        lines.append(f"seconds: {time.perf_counter() - t0:.2f}")
+        if threshold >= 0:
+            lines.append(f"  Distance filtering: kept {after_label - dropped_far}/{after_label} "
+                         f"pairs, dropped {dropped_far} exceeding threshold {threshold:.4f}")
+        if "label" in tgt_ids:
+            lines += _per_label_lines(t_idx, table, tgt_ids["label"])
+        lines.extend(f"  {w}" for w in warnings)
+        lines.append(f"  Seconds: {time.perf_counter() - t0:.2f}")
         atomic.write_text(summary, "\n".join(lines) + "\n")
     except BaseException:
         out.unlink(missing_ok=True)
@@ -303,47 +343,14 @@ def run(cfg: dict) -> int:
     return 0
 
 
-def _dedupe(t_idx, s_idx, d, src_ids, tgt_ids):
-    """Unique sources by filepath -> DataFrame (s_idx, best_distance, n_targets, t_idx);
-    plus per-target-label counts {label: (targets, pairs kept, unique mined)}."""
+def _per_label_lines(t_idx, table, target_labels) -> list[str]:
+    """Kept pairs and targets per target label (compared as the label filter compares them),
+    so a starved label shows."""
     import pandas as pd
 
-    paths = np.asarray([str(p) for p in src_ids["filepath"]], dtype=object)
-    pairs = pd.DataFrame({"t": t_idx, "s": s_idx, "d": d, "path": paths[s_idx]})
-    # (distance, source index, target index) order: the first row of a group is its best pair.
-    pairs = pairs.sort_values(["d", "s", "t"], kind="mergesort")
-    grouped = pairs.groupby("path", sort=False)
-    mined = grouped.agg(s=("s", "first"), best_distance=("d", "first"),
-                        n_targets=("t", "nunique"), t=("t", "first"))
-    mined = mined.sort_values(["best_distance", "s"], kind="mergesort")
-    per_label: dict[str, tuple[int, int, int]] = {}
-    if "label" in tgt_ids:
-        # Grouped as the label filter compares them, so "pass" and "PASS" are one row.
-        t_lab = pd.Series(["(none)" if v is None else normalize_label(v)
-                           for v in tgt_ids["label"]], dtype=object)
-        pairs["tlabel"] = t_lab.to_numpy()[pairs["t"].to_numpy()]
-        counts = t_lab.value_counts()
-        kept = pairs.groupby("tlabel")["path"].agg(["size", "nunique"])
-        for lab, n in counts.items():
-            row = kept.loc[lab] if lab in kept.index else None
-            per_label[str(lab)] = (int(n), int(row["size"]) if row is not None else 0,
-                                   int(row["nunique"]) if row is not None else 0)
-    return mined, per_label
-
-
-def _mined_table(mined, src_ids, tgt_ids):
-    import pyarrow as pa
-
-    s = mined["s"].to_numpy()
-    cols = {"filepath": pa.array([str(p) for p in mined.index], pa.string())}
-    if "label" in src_ids:
-        labels = src_ids["label"]
-        arr = pa.array([labels[i] for i in s])
-        cols["label"] = arr.cast(pa.string()) if pa.types.is_null(arr.type) else arr
-    cols["best_distance"] = pa.array(mined["best_distance"].to_numpy(np.float64), pa.float64())
-    cols["n_targets"] = pa.array(mined["n_targets"].to_numpy(np.int64), pa.int64())
-    if "filepath" in tgt_ids:
-        tp = tgt_ids["filepath"]
-        cols["nearest_target"] = pa.array([None if tp[i] is None else str(tp[i])
-                                           for i in mined["t"].to_numpy()], pa.string())
-    return pa.table(cols)
+    key = pd.Series([str(v).strip().upper() for v in target_labels], dtype=object)
+    pairs = key.iloc[t_idx].value_counts()
+    lines = ["  Per target label: label | targets | pairs kept"]
+    for lab, n in sorted(key.value_counts().items()):
+        lines.append(f"    {lab} | {n} | {int(pairs.get(lab, 0))}")
+    return lines

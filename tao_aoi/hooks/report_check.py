@@ -243,7 +243,9 @@ def _check_rca_artifacts(folder: Path, problems: list[str]) -> tuple[float | Non
     fix = ": rerun `gap_analysis vcn_aoi` into this folder before writing the report"
     artifacts = _check_artifacts(folder, rr.RCA_ARTIFACTS, problems, fix)
     threshold = None
-    text = artifacts["threshold.txt"]
+    # threshold.txt exists only after a sweep; a pinned threshold lives in metrics.json alone
+    path = folder / rr.THRESHOLD_FILE
+    text = _text_file(folder, rr.THRESHOLD_FILE, problems, fix) if path.exists() else None
     if text is not None:
         tokens = text.split()
         try:
@@ -275,6 +277,11 @@ def _check_rca_artifacts(folder: Path, problems: list[str]) -> tuple[float | Non
             bad.append("per_label")
         if bad:
             problems.append(f"`metrics.json` lacks or malforms {', '.join(bad)}{fix}.")
+        pinned = metrics.get("threshold_mode") == "pinned"
+        if threshold is None and pinned and isinstance(metrics.get("threshold"), (int, float)):
+            threshold = float(metrics["threshold"])
+        elif threshold is None and not pinned and not path.exists():
+            problems.append(f"`{rr.THRESHOLD_FILE}` is missing (the threshold was swept){fix}.")
     return threshold, metrics
 
 

@@ -30,9 +30,8 @@ SKILLS = {"rca": "tao-analyze-gaps-visual-changenet",
           "mining": "tao-mine-aoi-images"}
 SESSION_FILE = "claude_session.jsonl"
 
-RCA_ARTIFACTS = ("kpi_gaps.parquet", "threshold.txt", "metrics.json",
-                 "weak_samples_breakdown.txt")
-RCA_UNREACHABLE_FILE = "unreachable_kpi.txt"
+from tao_aoi.contract import RCA_ARTIFACTS, THRESHOLD_FILE  # noqa: E402,F401 (re-exported)
+from tao_aoi.contract import UNREACHABLE_FILE as RCA_UNREACHABLE_FILE  # noqa: E402,F401
 RCA_IMAGES_DIR = "rca_images"
 RCA_SPOT_CHECK_COUNT = 10
 # Written by scripts/spot_check.py: which samples it picked (fewer than 10 when a class has <5).

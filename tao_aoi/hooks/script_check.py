@@ -43,11 +43,19 @@ _ANALYSIS = re.compile(r"gap_analysis\s+vcn_aoi|embedding\s+image_embeddings|"
 _OUR_PROGS = ("data_services", "route_samples", "spot_check", "draft_report", "preflight",
               "pool_to_parquet", "mining_ledger", "write_spec", "resolve_image",
               "sample_parquet", "dedupe_first_lighting", "resize_images", "demo",
-              "gap_analysis", "image_embeddings", "nearest_neighbors")
+              "gap_analysis", "image_embeddings", "nearest_neighbors", "ds_launcher")
 _USAGE_LINE = re.compile(r"^(?P<prog>[\w.\-]+): error: (?P<msg>.+)$", re.M)
 _TRACEBACK = "Traceback (most recent call last):"
 _STDOUT_REDIRECT = re.compile(r"(?:^|[\s;|(])(?:1|&)?>>?\s*(?!&)[^\s&]")
 _MAX_LINE = 300
+# The image's entrypoint ends every run with this line (exit 1 on FAIL).
+_STATUS = re.compile(r"^Execution status: (PASS|FAIL)\s*$", re.M)
+_UNREACHABLE = re.compile(r"No threshold achieves (\S+?)% recall on the NO_PASS class\.")
+_EMPTY_CSV = re.compile(r"Inference CSV at (.+?) contains no rows\.")
+_NO_CSV = re.compile(r"Expected inference CSV at (.+?)\s*$", re.M)
+_NO_SPEC_ARG = re.compile(r"requires the following argument: -e/--experiment_spec_file")
+_SPEC_MISSING = re.compile(r"Experiment spec file was not found at (.+?)\s*$", re.M)
+_MANDATORY = re.compile(r"Missing mandatory value: ?(\S*)")
 
 
 def family_of(command: str) -> str | None:
@@ -84,6 +92,12 @@ def _exception_line(output: str) -> str:
     tail = output[output.rfind(_TRACEBACK):]
     lines = [ln for ln in tail.splitlines()[1:] if ln.strip() and not ln.startswith((" ", "\t"))]
     return _short(lines[0]) if lines else "an exception"
+
+
+def _last_line_before_status(output: str) -> str:
+    lines = [ln for ln in output.splitlines() if ln.strip()
+             and not _STATUS.match(ln) and "HYDRA_FULL_ERROR" not in ln]
+    return _short(lines[-1]) if lines else "no output"
 
 
 def _docker_segment(command: str) -> list[str] | None:
@@ -194,6 +208,57 @@ def _missing_paths(output: str, command: str) -> list[str]:
     return found
 
 
+def _container_errors(out: str, command: str, is_docker: bool) -> list[str]:
+    """Bullets for the error texts of NVIDIA's data-services code (container or oracle)."""
+    bullets: list[str] = []
+    m = _UNREACHABLE.search(out)
+    if m and rr.MARK_UNREACHABLE not in out and "unreachable_kpi.txt" not in out:
+        bullets.append(f"`{_short(m.group(0))}` -- the recall target ({m.group(1)}%) is "
+                       "unreachable: that is a result, not a crash. Follow the unreachable branch: "
+                       "run the completion step now (it writes unreachable_kpi.txt), skip the "
+                       "visual spot check and write the abridged RCA_Report.md; do not change "
+                       "min_recall or the threshold to make the run pass.")
+    m = _EMPTY_CSV.search(out)
+    if m:
+        bullets.append(f"`{_short(m.group(1))}` has a header but no rows: TAO inference produced "
+                       "nothing to analyse; rerun inference (or point inference_results_dir at "
+                       "the folder of a non-empty inference.csv) before going on.")
+    m = _NO_CSV.search(out)
+    if m:
+        folder = m.group(1).rstrip("/")
+        folder = folder[:-len("/inference.csv")] if folder.endswith("/inference.csv") else folder
+        if folder.rstrip("/").endswith("/inference"):
+            hint = ("check that TAO inference ran and wrote it there (and, with docker, that "
+                    "the folder is under the mounted workspace)")
+        else:
+            hint = ("a TAO inference run writes it to `<inference results_dir>/inference/"
+                    "inference.csv`, so the key usually ends in `/inference`")
+        bullets.append(f"no inference.csv directly inside `{_short(folder)}`: "
+                       "`inference_results_dir` must be the folder that holds inference.csv "
+                       f"(it is not searched); {hint}.")
+    if _NO_SPEC_ARG.search(out):
+        bullets.append("the container requires the spec file: add `-e <spec.yaml>` after the "
+                       "action, even when every key is given as an override.")
+    m = _SPEC_MISSING.search(out)
+    if m:
+        where = ("; a raw docker run sees only mounted folders, so run it through \"$DS\" "
+                 "(which mounts the spec's folder) or keep the spec under the `-v` workspace"
+                 if is_docker else "")
+        bullets.append(f"the spec file `{_short(m.group(1))}` was not found: check the `-e` "
+                       f"path{where}.")
+    m = _MANDATORY.search(out)
+    if m:
+        key = (m.group(1) or "").strip(".,:") or "a key"
+        if key != "a key" and re.search(rf"(?:^|[\s'\"]){re.escape(key)}=", command):
+            bullets.append(f"`{key}` is still `???` although the command sets `{key}=`: the "
+                           "override did not reach the action; check its quoting and run it "
+                           "through \"$DS\" (which quotes values for the container).")
+        else:
+            bullets.append(f"`{key}` is `???` (mandatory) in the spec and nothing set it: add "
+                           f"`{key}=<value>` to the command or fill it in the spec.")
+    return bullets
+
+
 def check(command: str, stdout: str, stderr: str, interrupted: bool = False,
           background: bool = False) -> list[str]:
     """Bullets (without the leading dash) for every problem seen in one tool call's output."""
@@ -245,8 +310,19 @@ def check(command: str, stdout: str, stderr: str, interrupted: bool = False,
                      "(`-v $W:$W -w $W`)" if is_docker else ": check the path and the spec keys")
             bullets.append(f"`{path}` was not found{where}.")
 
+    # NVIDIA's data-services code: its error texts, then the entrypoint's final status line.
+    known = _container_errors(out, command, is_docker)
+    bullets += known
+    statuses = _STATUS.findall(out)
+    failed = bool(statuses) and statuses[-1] == "FAIL"
+    if failed and not known and not (rr.MARK_UNREACHABLE in out and _UNREACHABLE.search(out)):
+        cause = _exception_line(out) if _TRACEBACK in out else _last_line_before_status(out)
+        bullets.append(f"the container action failed (`Execution status: FAIL`); the cause is in "
+                       f"the lines above it: `{cause}`. Fix that and rerun; do not continue "
+                       "with the artifacts of this run.")
+
     # Python failures and usage errors from our tools.
-    if _TRACEBACK in out:
+    if _TRACEBACK in out and not failed and not known:
         bullets.append(f"the tool crashed with `{_exception_line(out)}`: read the traceback, fix "
                        "the cause and rerun; do not continue with the artifacts of this run.")
     seen = set()

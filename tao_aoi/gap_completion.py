@@ -1,0 +1,355 @@
+"""The gap analysis as one result, and the host-side completion step after either backend.
+
+:func:`compute` turns validated inputs into a :class:`GapResult`: the container's artifacts
+(rows of ``kpi_gaps.parquet``, ``weak_samples_breakdown.txt``, ``threshold.txt``) and what this
+bank adds (per-row ``input_path``/``object_name``/``lighting``/``misclassified`` and the other
+CSV columns, ``metrics.json``, ``unreachable_kpi.txt``). The local runner writes all of it at
+once. After the container, :func:`complete` recomputes the same result from the same inputs,
+cross-checks the container's threshold and kept rows against it (a disagreement means another
+image version or CLI drift: stop), and adds what the container does not write.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from tao_aoi import gap_analysis as ga
+from tao_aoi.cli import RunFailed, UsageError
+from tao_aoi.contract import (ADDED_GAPS_COLUMNS, BREAKDOWN_FILE, CONTAINER_GAPS_COLUMNS, GAPS_FILE,
+                              METRICS_FILE, THRESHOLD_FILE, UNREACHABLE_FILE)
+from tao_aoi.hooks.report_rules import MARK_MISSING_IMAGES, MARK_UNREACHABLE
+
+
+@dataclass(frozen=True)
+class GapResult:
+    inputs: object  # GapInputs
+    point: ga.OperatingPoint
+    weakness: np.ndarray  # every row
+    group_codes: np.ndarray  # every row: index into group_names
+    group_names: list[str]  # stripped, upper-cased labels
+    kept: np.ndarray  # kept rows in output order
+    filepaths: list[str]  # kept x lightings
+    labels: list[str]  # kept rows' labels, stripped (as the container writes them)
+    breakdown: str
+    threshold_text: str | None  # None when the threshold was pinned (no threshold.txt)
+    missing_images: int | None = None
+
+    @property
+    def n_lightings(self) -> int:
+        return len(self.inputs.lightings)
+
+
+def _groups(inputs) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Per row: normalised-label code, the names, and whether the row is NO_PASS."""
+    codes, names = ga.group_codes(inputs.label_values)
+    rows = codes[inputs.label_codes] if inputs.label_codes.size else inputs.label_codes
+    pass_code = np.array([n == "PASS" for n in names], dtype=bool)
+    return rows, names, ~pass_code[rows] if rows.size else np.zeros(0, dtype=bool)
+
+
+def compute(inputs) -> GapResult:
+    """The whole analysis; pure (no I/O). Raises ga.UnreachableKPI like the container."""
+    group, names, positive = _groups(inputs)
+    if inputs.pinned is None:
+        point = ga.choose_point(ga.threshold_curve(inputs.scores, positive), inputs.min_recall)
+        threshold_text = str(point.threshold)
+    else:
+        point = ga.pinned_point(inputs.scores, positive, inputs.pinned, inputs.min_recall)
+        threshold_text = None
+    weak = ga.weakness(inputs.scores, positive, point.threshold)
+    kept = ga.top_k_rows(weak, group, inputs.top_k)
+    kept_names = [names[c] for c in group[kept]]
+    breakdown = ga.breakdown_text(point.threshold, inputs.top_k, inputs.n_rows, kept_names, weak[kept])
+    ip, on = inputs.text("input_path", kept), inputs.text("object_name", kept)
+    filepaths = ga.expand(range(kept.size), ip, on, inputs.lightings, inputs.image_ext,
+                          inputs.kpi_media_path)
+    labels = [inputs.label_values[c].strip() for c in inputs.label_codes[kept]]
+    return GapResult(inputs, point, weak, group, names, kept, filepaths, labels, breakdown,
+                     threshold_text)
+
+
+# ----------------------------------------------------------------------------- our additions
+
+def _missing(filepaths: Sequence[str]) -> int:
+    """How many paths do not exist; lists each folder once instead of one stat per file."""
+    listing: dict[str, set | None] = {}
+    missing = 0
+    for fp in filepaths:
+        folder, _, name = fp.rpartition("/")
+        if folder not in listing:
+            try:
+                listing[folder] = set(os.listdir(folder or "."))
+            except OSError:
+                listing[folder] = None
+        names = listing[folder]
+        missing += names is None or name not in names
+    return missing
+
+
+def with_missing_images(result: GapResult) -> GapResult:
+    return replace(result, missing_images=_missing(result.filepaths))
+
+
+def gaps_table(result: GapResult, container=None):
+    """``kpi_gaps.parquet``: the container's four columns (``container``, when given, is the
+    table the container wrote: its columns are kept as they are), then ours."""
+    import pyarrow as pa
+
+    inputs, n_l = result.inputs, result.n_lightings
+    rep = np.repeat(result.kept, n_l)
+    if container is None:
+        cols = {"filepath": pa.array(result.filepaths, pa.string()),
+                "label": pa.array([v for v in result.labels for _ in range(n_l)], pa.string()),
+                "siamese_score": pa.array(inputs.scores[rep], pa.float64()),
+                "weakness": pa.array(result.weakness[rep], pa.float64())}
+        if rep.size == 0:  # the container builds an empty frame of object columns: Arrow nulls
+            cols = {k: pa.nulls(0) for k in cols}
+    else:
+        cols = {k: container.column(k) for k in CONTAINER_GAPS_COLUMNS}
+    positive = np.array([g != "PASS" for g in result.group_names], dtype=bool)
+    wrong = (inputs.scores[rep] > result.point.threshold) != positive[result.group_codes[rep]]
+    lightings = [light for _ in range(result.kept.size) for light in inputs.lightings]
+    cols["input_path"] = pa.array(np.repeat(inputs.text("input_path", result.kept), n_l).tolist()
+                                  if rep.size else [], pa.string())
+    cols["object_name"] = pa.array(np.repeat(inputs.text("object_name", result.kept), n_l).tolist()
+                                   if rep.size else [], pa.string())
+    cols["lighting"] = pa.array(lightings, pa.string())
+    cols["misclassified"] = pa.array(wrong, pa.bool_())
+    taken = set(CONTAINER_GAPS_COLUMNS) | set(ADDED_GAPS_COLUMNS)
+    for name in inputs.table.columns:
+        if str(name) not in taken and name not in ("siamese_score",):
+            cols[str(name)] = pa.array(inputs.table[name].iloc[rep])
+    return pa.table(cols)
+
+
+def _json_float(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def metrics(result: GapResult) -> dict:
+    inputs, p = result.inputs, result.point
+    wrong = np.zeros(inputs.n_rows, dtype=bool)
+    positive = np.array([g != "PASS" for g in result.group_names], dtype=bool)
+    if inputs.n_rows:
+        wrong = (inputs.scores > p.threshold) != positive[result.group_codes]
+    return {
+        "threshold": p.threshold,
+        "threshold_mode": p.mode,
+        "min_recall": p.min_recall,
+        "top_k_per_label": inputs.top_k,
+        "selection_mode": "top_k",
+        "precision": p.precision, "recall": p.recall, "f1": p.f1, "far": p.far,
+        "confusion_matrix": p.confusion_matrix,
+        "recall_target_met": p.recall_target_met,
+        "n_rows": inputs.n_rows, "n_pass": p.tn + p.fp, "n_no_pass": p.tp + p.fn,
+        "n_candidates": p.n_candidates, "n_candidates_meeting_recall": p.n_feasible,
+        "kept_rows": int(result.kept.size), "expanded_rows": len(result.filepaths),
+        "lightings": list(inputs.lightings), "image_ext": inputs.image_ext,
+        "missing_images": result.missing_images,
+        "per_label": ga.per_label_stats(result.weakness, wrong, result.group_codes, result.group_names),
+    }
+
+
+def metrics_json(result: GapResult) -> str:
+    def clean(v):
+        if isinstance(v, float):
+            return _json_float(v)
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(metrics(result)), indent=2, allow_nan=False) + "\n"
+
+
+def unreachable_text(inputs) -> str:
+    _, names, positive = _groups(inputs)
+    n_pos = int(np.count_nonzero(positive))
+    return (f"{MARK_UNREACHABLE}: {ga.unreachable_message(inputs.min_recall)}\n"
+            f"min_recall: {inputs.min_recall}\n"
+            f"rows: {inputs.n_rows} (PASS {inputs.n_rows - n_pos}, NO_PASS {n_pos})\n"
+            f"labels: {', '.join(names)}\n"
+            f"inference csv: {inputs.csv_path}\n"
+            f"why: {'the CSV holds no NO_PASS (defect) row, so NO_PASS recall is undefined' if n_pos == 0 else 'no candidate threshold reaches the target'}\n"
+            f"what to do: check that the CSV holds the defect samples of the test set, or lower "
+            f"min_recall; no threshold was chosen and no weak samples were ranked.\n")
+
+
+def write_unreachable(inputs, results_dir: Path) -> None:
+    from tao_aoi import atomic
+    from tao_aoi.data_services.gap_analysis_vcn_aoi import clear_stale
+
+    results_dir.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(results_dir / UNREACHABLE_FILE, unreachable_text(inputs))
+    clear_stale(results_dir, keep=(UNREACHABLE_FILE,))
+
+
+def summary(result: GapResult, results_dir: Path) -> str:
+    p, inputs = result.point, result.inputs
+    how = (f"sweep: best F1 among {p.n_feasible} of {p.n_candidates} candidates with recall >= "
+           f"{p.min_recall}" if p.mode == "sweep" else "pinned: used as given, no threshold.txt")
+    lines = [f"rows: {inputs.n_rows} (PASS {p.tn + p.fp}, NO_PASS {p.tp + p.fn}); lightings: "
+             f"{', '.join(inputs.lightings)}",
+             f"threshold: {p.threshold!r} ({how})",
+             f"precision {p.precision:.4f}  recall {p.recall:.4f}  f1 {p.f1:.4f}  far {p.far:.4f}  "
+             f"(tp {p.tp}, fp {p.fp}, tn {p.tn}, fn {p.fn})"]
+    if p.mode == "pinned" and not p.recall_target_met:
+        lines.append(f"note: at the pinned threshold recall is {p.recall:.6f}, below min_recall "
+                     f"{p.min_recall} (the container does not check a pinned threshold)")
+    lines.append(result.breakdown.rstrip("\n"))
+    lines.append(f"expanded rows: {len(result.filepaths)} ({result.kept.size} x "
+                 f"{result.n_lightings} lightings)")
+    if result.missing_images:
+        lines.append(f"{MARK_MISSING_IMAGES} {result.missing_images} of {len(result.filepaths)} "
+                     f"expanded filepaths do not exist under kpi_media_path={inputs.kpi_media_path!r}")
+    elif result.missing_images == 0:
+        lines.append(f"images: all {len(result.filepaths)} expanded filepaths exist")
+    lines.append(f"output: {results_dir.resolve()}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- completion
+
+class Drift(RunFailed):
+    """The container wrote something this bank's computation does not reproduce."""
+
+
+def _drift(what: str) -> Drift:
+    return Drift(f"cross-check failed: {what}. The container and this skill bank disagree: a "
+                 f"different image version or CLI drift (check versions.yaml and `--cfg=job`); "
+                 f"stop and report it")
+
+
+def _check_rows(result: GapResult, table) -> None:
+    """The container's rows against ours. Equal weakness may come out in another order there
+    (its sort is unstable), and at a top-K boundary another of the tied rows may be kept; so
+    runs of equal weakness are compared as multisets of (group, score)."""
+    if table.num_rows != len(result.filepaths):
+        raise _drift(f"{GAPS_FILE} has {table.num_rows} rows, expected {len(result.filepaths)}")
+    if table.num_rows == 0:
+        return
+    theirs_w = np.asarray(table.column("weakness").to_numpy(zero_copy_only=False), dtype=np.float64)
+    rep = np.repeat(result.kept, result.n_lightings)
+    ours_w = result.weakness[rep]
+    if not np.array_equal(theirs_w, ours_w):
+        raise _drift(f"{GAPS_FILE} weakness values differ from this bank's (first at row "
+                     f"{int(np.flatnonzero(theirs_w != ours_w)[0])})")
+    ours_fp = result.filepaths
+    theirs_fp = table.column("filepath").to_pylist()
+    if theirs_fp == ours_fp:
+        return
+    theirs_key = sorted(zip(theirs_w.tolist(), (ga.normalize_label(v) for v in table.column("label").to_pylist()),
+                            table.column("siamese_score").to_pylist()))
+    ours_key = sorted(zip(ours_w.tolist(), (result.group_names[c] for c in result.group_codes[rep]),
+                          result.inputs.scores[rep].tolist()))
+    if theirs_key != ours_key:
+        raise _drift(f"{GAPS_FILE} keeps other rows than this bank computes")
+
+
+def _map_container_rows(result: GapResult, table) -> GapResult:
+    """Re-point ``result`` at the rows the container kept, in its order (tie order may differ)."""
+    inputs, n_l = result.inputs, result.n_lightings
+    theirs = table.column("filepath").to_pylist()
+    if theirs == result.filepaths:
+        return result
+    # candidates: every row tied with a kept one in its group
+    floor = {}
+    for r in result.kept:
+        g = result.group_codes[r]
+        floor[g] = min(floor.get(g, np.inf), result.weakness[r])
+    cand = np.flatnonzero([result.weakness[i] >= floor.get(result.group_codes[i], np.inf)
+                           for i in range(inputs.n_rows)])
+    paths = ga.expand(range(cand.size), inputs.text("input_path", cand), inputs.text("object_name", cand),
+                      inputs.lightings, inputs.image_ext, inputs.kpi_media_path)
+    where: dict[str, list[int]] = {}
+    for j, fp in enumerate(paths):
+        where.setdefault(fp, []).append(int(cand[j // n_l]))
+    kept = []
+    for i in range(0, len(theirs), n_l):
+        rows = where.get(theirs[i])
+        if not rows:
+            raise _drift(f"{GAPS_FILE} row {i} names an image of no sample this bank would keep")
+        kept.append(rows.pop(0))
+    kept = np.asarray(kept, dtype=np.int64)
+    labels = [inputs.label_values[c].strip() for c in inputs.label_codes[kept]]
+    return replace(result, kept=kept, filepaths=theirs, labels=labels)
+
+
+def complete(cfg: dict) -> int:
+    """After ``"$DS" gap_analysis vcn_aoi`` on either backend: cross-check, then add ours."""
+    import pyarrow.parquet as pq
+
+    from tao_aoi import atomic
+    from tao_aoi.data_services import gap_analysis_vcn_aoi as action
+
+    inputs = action.load(cfg)
+    results_dir = Path(cfg["results_dir"])
+    try:
+        result = compute(inputs)
+    except ga.UnreachableKPI as exc:
+        if (results_dir / GAPS_FILE).is_file():
+            raise _drift(f"the container wrote {GAPS_FILE}, but no threshold reaches "
+                         f"min_recall={inputs.min_recall} here") from None
+        write_unreachable(inputs, results_dir)
+        print(f"{MARK_UNREACHABLE}: {exc}\nwrote {results_dir / UNREACHABLE_FILE}")
+        return 1
+    gaps_path = results_dir / GAPS_FILE
+    for name in (GAPS_FILE, BREAKDOWN_FILE):
+        if not (results_dir / name).is_file() or (results_dir / name).is_symlink():
+            raise UsageError(f"{results_dir / name} is missing: run `\"$DS\" gap_analysis vcn_aoi` "
+                             f"into results_dir={results_dir} first (did it end with Execution "
+                             f"status: PASS?)")
+    if result.threshold_text is not None:
+        t_path = results_dir / THRESHOLD_FILE
+        found = t_path.read_text(encoding="utf-8", errors="replace").strip() if t_path.is_file() else None
+        if found != result.threshold_text:
+            raise _drift(f"{THRESHOLD_FILE} holds {found!r:.40}, this bank's sweep gives "
+                         f"{result.threshold_text}")
+    table = pq.read_table(gaps_path)
+    missing = [c for c in CONTAINER_GAPS_COLUMNS if c not in table.column_names]
+    if missing:
+        raise _drift(f"{GAPS_FILE} lacks column(s) {', '.join(missing)}")
+    _check_rows(result, table)
+    result = with_missing_images(_map_container_rows(result, table))
+    new_table = gaps_table(result, container=table)
+    with atomic.atomic_paths(gaps_path, results_dir / METRICS_FILE) as (tmp_g, tmp_m):
+        pq.write_table(new_table, tmp_g)
+        tmp_m.write_text(metrics_json(result), encoding="utf-8")
+    print(f"completion: {GAPS_FILE} and {THRESHOLD_FILE if result.threshold_text else 'the pinned threshold'} "
+          f"match this bank's computation; added {', '.join(ADDED_GAPS_COLUMNS)} and {METRICS_FILE}")
+    print(summary(result, results_dir))
+    return 0
+
+
+_DESCRIPTION = """\
+Run right after `"$DS" gap_analysis vcn_aoi -e SPEC key=value ...`, with the same spec and
+overrides, on either backend. Recomputes the analysis from inference.csv and the train YAML,
+checks that the action's threshold.txt and kept rows are what this bank computes (a mismatch
+means another image version or CLI drift: exit 1, stop), then adds what the container does not
+write: the columns input_path, object_name, lighting, misclassified (and the CSV's other
+columns) after the four of kpi_gaps.parquet, metrics.json, and unreachable_kpi.txt (exit 1)
+when no threshold reaches min_recall. Exit 2: bad input, one line."""
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from tao_aoi import specs
+    from tao_aoi.cli import OneLineParser
+    from tao_aoi.data_services import gap_analysis_vcn_aoi as action
+
+    parser = OneLineParser(prog="complete_gap_analysis.py", description=_DESCRIPTION,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-e", "--experiment_spec_file", required=True, metavar="SPEC",
+                        help="the spec file the action ran with")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="the same overrides the action ran with")
+    args = parser.parse_args(argv)
+    cfg = specs.resolve("gap_analysis", "vcn_aoi", args.experiment_spec_file, args.overrides,
+                        action.ALIASES)
+    return complete(cfg)

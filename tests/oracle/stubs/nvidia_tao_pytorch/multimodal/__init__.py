@@ -1,0 +1,1 @@
+"""Test-only stand-in: TAO checkpoints are not loaded in the tests."""
