@@ -8,7 +8,7 @@ TORCH_PIN ?= torch==2.13.0
 CLAUDE_CODE_VERSION ?= 2.1.328
 CLAUDE_PREFIX ?= .cache/claude-code
 
-.PHONY: venv oracle demo test test-fast bench claude-code validate clean
+.PHONY: venv oracle demo test test-fast bench claude-code claude-code-update validate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,8 +52,22 @@ bench: venv
 	$(PY) benchmarks/bench_embeddings.py
 	python3 benchmarks/bench_hooks.py
 
-claude-code:
+# The pinned Claude Code (what the plugin is checked on) and the newest release; the e2e tests
+# run on both. The newest is re-resolved when the Makefile changes or by `make claude-code-update`.
+CLAUDE_LATEST_PREFIX ?= .cache/claude-code-latest
+
+$(CLAUDE_PREFIX)/node_modules/.bin/claude: Makefile
 	npm install --no-audit --no-fund --prefix $(CLAUDE_PREFIX) @anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION)
+	touch $@
+
+$(CLAUDE_LATEST_PREFIX)/node_modules/.bin/claude: Makefile
+	npm install --no-audit --no-fund --prefix $(CLAUDE_LATEST_PREFIX) @anthropic-ai/claude-code@latest
+	touch $@
+
+claude-code: $(CLAUDE_PREFIX)/node_modules/.bin/claude $(CLAUDE_LATEST_PREFIX)/node_modules/.bin/claude
+
+claude-code-update:
+	rm -rf $(CLAUDE_LATEST_PREFIX) && $(MAKE) claude-code
 
 # --strict --profile directory: any error or warning (the plugin directory's too) fails.
 # claude runs with a throwaway HOME so a developer's own settings never change the verdict.

@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
-"""Benchmark `data_services.py gap_analysis vcn_aoi` as a whole command, and compare it with a
-straightforward per-threshold reference (one pass over all rows per candidate, in pure Python,
-as NVIDIA's host-side analyzer does).
+"""Benchmark `data_services.py gap_analysis vcn_aoi` as a whole command, and run NVIDIA's own
+module (nvidia-tao-ds, the release pinned through versions.yaml, from .venv-oracle: `make
+oracle`) on the same CSVs in the same run: time side by side, and identical artifacts.
 
 Synthetic inference CSVs (PASS plus several defect labels, scores rounded to 4 decimals so
 ties are realistic) are cached under benchmarks/data/ (gitignored). Each measurement is a
 separate process: wall time from the parent, CPU time and peak RSS from os.wait4 (that
 child only); our command runs --repeat times and the fastest run is reported.
 
-The reference costs rows x candidates: with 4-decimal scores there are at most 10,001
-candidates, with continuous scores one per row (the regime of NVIDIA's own measurement in
+NVIDIA's module makes one Python pass over all rows per candidate threshold: with 4-decimal
+scores there are at most 10,001 candidates, with continuous scores one per row (the regime of
 SPEC section 6). The side-by-side runs both.
 
     flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_gap_analysis.py
@@ -125,70 +125,64 @@ def _run_ours_once(exp: Path, results: Path) -> tuple[float, float, float]:
     wall, rss, code, _ = measure_wait4(cmd)
     if code != 0:
         raise SystemExit(f"data_services.py failed with exit {code} on {exp}")
-    return wall, rss, float((results / "threshold.txt").read_text())
+    return wall, rss, (results / "threshold.txt").read_text()
 
 
-def run_reference(exp: Path) -> tuple[float, float, float]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--reference",
-           str(exp / "inference" / "inference.csv")]
-    wall, rss, code, out = measure_wait4(cmd)
+ORACLE_PY = REPO / ".venv-oracle" / "bin" / "python"
+STUBS = REPO / "tests" / "oracle" / "stubs"
+
+
+def nvidia_module() -> str:
+    """The file of NVIDIA's gap-analysis module, as the image's entrypoint runs it."""
+    if not ORACLE_PY.exists():
+        raise SystemExit(f"{ORACLE_PY} missing: run `make oracle` (NVIDIA's nvidia-tao-ds)")
+    return subprocess.run([str(ORACLE_PY), "-c", "import importlib.util as u; print(u.find_spec("
+                           "'nvidia_tao_ds.rcca.gap_analysis.scripts.vcn_aoi').origin)"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def run_nvidia(exp: Path, results: Path) -> tuple[float, float, str]:
+    import yaml
+
+    spec = exp / "nvidia_spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "inference_results_dir": str(exp / "inference"), "train_config": str(exp / "train.yaml"),
+        "kpi_media_path": str(exp / "media"), "results_dir": str(results), "top_k_per_label": 50}))
+    cmd = [str(ORACLE_PY), nvidia_module(), "--config-path", str(exp), "--config-name", spec.name]
+    os.environ["PYTHONPATH"] = str(STUBS)
+    try:
+        wall, rss, code, _ = measure_wait4(cmd)
+    finally:
+        os.environ.pop("PYTHONPATH", None)
     if code != 0:
-        raise SystemExit(f"reference failed with exit {code}")
-    return wall, rss, float(out.strip().splitlines()[-1])
+        raise SystemExit(f"NVIDIA's module failed with exit {code} on {exp}")
+    return wall, rss, (results / "threshold.txt").read_text()
 
 
-def reference_main(csv_path: str, min_recall: float = 1.0, top_k: int = 50) -> None:
-    """The straightforward analyzer: for each candidate threshold, one pass over every row."""
-    import csv
+def same_artifacts(ours: Path, theirs: Path, exp: Path) -> str:
+    """"yes": threshold.txt, the breakdown and the container's four parquet columns identical;
+    "tie order": NVIDIA's unstable sort ordered equal weakness otherwise, and our completion
+    step's cross-check accepts its output; "NO" otherwise."""
+    import pyarrow.parquet as pq
 
-    with open(csv_path, newline="") as fh:
-        rows = [(r["input_path"], r["object_name"], r["label"], float(r["siamese_score"]))
-                for r in csv.DictReader(fh)]
-    scores = [r[3] for r in rows]
-    positive = [r[2].strip().upper() != "PASS" for r in rows]
-    n_pos = sum(positive)
-    candidates = sorted(set(scores)) + [math.nextafter(min(scores), -math.inf)]
-    best = None
-    for t in candidates:
-        tp = fp = fn = tn = 0
-        for s, p in zip(scores, positive):
-            pred = s > t
-            if pred and p:
-                tp += 1
-            elif pred:
-                fp += 1
-            elif p:
-                fn += 1
-            else:
-                tn += 1
-        recall = tp / (tp + fn)
-        if recall < min_recall - 1e-12:
-            continue
-        precision = tp / (tp + fp) if tp + fp else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        key = (f1, precision, t)
-        if best is None or key > best:
-            best = key
-    t = best[2]
-    by_label: dict[str, list] = {}
-    for (ip, on, lab, s), p in zip(rows, positive):
-        by_label.setdefault(lab, []).append(((t - s) if p else (s - t), ip, on))
-    kept = [x for lab in by_label for x in sorted(by_label[lab], key=lambda v: (-v[0], v[1], v[2]))[:top_k]]
-    print(len(kept))
-    print(repr(t))
+    cols = ["filepath", "label", "siamese_score", "weakness"]
+    if all((ours / n).read_bytes() == (theirs / n).read_bytes()
+           for n in ("threshold.txt", "weak_samples_breakdown.txt")) and (
+            pq.read_table(ours / "kpi_gaps.parquet", columns=cols).to_pydict()
+            == pq.read_table(theirs / "kpi_gaps.parquet", columns=cols).to_pydict()):
+        return "yes"
+    check = subprocess.run([sys.executable, str(REPO / "scripts" / "complete_gap_analysis.py"),
+                            "-e", str(exp / "nvidia_spec.yaml")], capture_output=True, text=True)
+    return "tie order" if check.returncode == 0 else "NO"
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1k,10k,100k,1M,10M", help="row counts for the scaling table")
-    parser.add_argument("--ref-sizes", default="1k,5k,20k", help="row counts for the reference comparison ('' to skip)")
+    parser.add_argument("--ref-sizes", default="5k,20k", help="row counts for the side-by-side with NVIDIA's module ('' to skip)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of our command per size (fastest kept)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of markdown")
-    parser.add_argument("--reference", metavar="CSV", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.reference:
-        reference_main(args.reference)
-        return 0
 
     import platform
 
@@ -204,11 +198,12 @@ def main(argv=None) -> int:
         for n in ref_sizes:
             exp = dataset(n, continuous)
             wall, rss, t_ours = run_ours(exp, exp / "results", args.repeat)
-            rwall, rrss, t_ref = run_reference(exp)
+            rwall, rrss, t_ref = run_nvidia(exp, exp / "results_nvidia")
             scores = "continuous" if continuous else "4 decimals"
-            compare.append({"rows": n, "scores": scores, "ours_s": wall, "reference_s": rwall,
-                            "speedup": rwall / wall, "same_threshold": t_ours == t_ref})
-            print(f"[bench] ref {label_of(n)} ({scores}): ours {wall:.2f} s, reference {rwall:.2f} s",
+            compare.append({"rows": n, "scores": scores, "ours_s": wall, "nvidia_s": rwall,
+                            "speedup": rwall / wall, "same_threshold": t_ours == t_ref,
+                            "same_artifacts": same_artifacts(exp / "results", exp / "results_nvidia", exp)})
+            print(f"[bench] {label_of(n)} ({scores}): ours {wall:.2f} s, NVIDIA {rwall:.2f} s",
                   file=sys.stderr)
 
     by_n = {r["rows"]: r for r in scaling}
@@ -223,8 +218,8 @@ def main(argv=None) -> int:
         if c["rows"] == 20_000:
             checks.append((f"20k rows ({c['scores']} scores) speedup {c['speedup']:.0f}x >= 40x",
                            c["speedup"] >= TARGETS["speedup_20k"]))
-        checks.append((f"{label_of(c['rows'])} rows ({c['scores']}): same threshold as the reference",
-                       c["same_threshold"]))
+        checks.append((f"{label_of(c['rows'])} rows ({c['scores']}): artifacts identical to NVIDIA's",
+                       c["same_threshold"] and c["same_artifacts"] != "NO"))
 
     if args.json:
         print(json.dumps({"scaling": scaling, "reference": compare,
@@ -237,11 +232,12 @@ def main(argv=None) -> int:
         print(f"| {label_of(r['rows'])} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['peak_rss_mb']:.0f} | "
               f"{r['rows'] / r['wall_s']:,.0f} |")
     if compare:
-        print("\n| rows | scores | ours (s) | per-threshold reference (s) | speedup | same threshold |")
+        print("\n| rows | scores | ours (s) | NVIDIA's module (s) | speedup | identical artifacts |")
         print("|---:|:---|---:|---:|---:|:---:|")
         for c in compare:
-            print(f"| {label_of(c['rows'])} | {c['scores']} | {c['ours_s']:.2f} | {c['reference_s']:.2f} | "
-                  f"{c['speedup']:.1f}x | {'yes' if c['same_threshold'] else 'NO'} |")
+            same = c["same_artifacts"] if c["same_threshold"] else "NO"
+            print(f"| {label_of(c['rows'])} | {c['scores']} | {c['ours_s']:.2f} | {c['nvidia_s']:.2f} | "
+                  f"{c['speedup']:.1f}x | {same} |")
     if checks:
         print()
         for text, ok in checks:

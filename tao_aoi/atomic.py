@@ -13,6 +13,14 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _plain_open_mode() -> int:
+    """The mode ``open(path, "w")`` would give a new file: 0o666 less the umask (mkstemp
+    makes 0o600, which would hide results from teammates on a shared drive)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_paths(*dests: str | os.PathLike) -> Iterator[list[Path]]:
     """Yield one temp path beside each of ``dests``; if the block succeeds, fsync them all,
@@ -20,10 +28,12 @@ def atomic_paths(*dests: str | os.PathLike) -> Iterator[list[Path]]:
     rename, so a failed block writes none of them."""
     targets = [Path(d) for d in dests]
     tmps: list[Path] = []
+    mode = _plain_open_mode()
     try:
         for dest in targets:
             dest.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+            os.fchmod(fd, mode)
             os.close(fd)
             tmps.append(Path(tmp))
         yield list(tmps)

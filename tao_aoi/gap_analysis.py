@@ -239,3 +239,50 @@ def per_label_stats(weak: np.ndarray, wrong: np.ndarray, codes: np.ndarray,
                      "median_weakness": float(np.median(w)), "max_weakness": float(w.max()),
                      "n_misclassified": int(np.count_nonzero(wrong[codes == code]))}
     return out
+
+
+# ----------------------------------------------------------------------------- the trade-off
+
+RECALL_TARGETS = (1.0, 0.999, 0.995, 0.99, 0.98, 0.95)
+DEGENERATE_FAR = 0.5  # a threshold that flags at least half of the PASS rows is no operating point
+
+
+def operating_curve(curve: Curve, targets: Sequence[float]) -> list[dict]:
+    """For each recall target, the threshold the same rule picks and what it costs."""
+    out = []
+    for r in sorted(set(float(t) for t in targets), reverse=True):
+        try:
+            p = choose_point(curve, r)
+        except UnreachableKPI:
+            continue
+        out.append({"min_recall": r, "threshold": p.threshold, "recall": p.recall, "far": p.far,
+                    "precision": p.precision, "f1": p.f1, "false_alarms": p.fp})
+    return out
+
+
+def pinning_rows(scores: np.ndarray, positive: np.ndarray, curve: Curve,
+                 point: OperatingPoint) -> np.ndarray:
+    """The NO_PASS rows that hold the threshold down: those at the lowest NO_PASS score above
+    it, when the recall target (not F1) decided the point. Removing them would move it up."""
+    free = choose_point(curve, 0.0)
+    if free.threshold <= point.threshold:
+        return np.empty(0, dtype=np.int64)
+    above = scores[positive & (scores > point.threshold)]
+    if above.size == 0:
+        return np.empty(0, dtype=np.int64)
+    return np.flatnonzero(positive & (scores == above.min()))
+
+
+def is_degenerate(point: OperatingPoint, scores: np.ndarray, positive: np.ndarray) -> bool:
+    """Most PASS rows flagged, or the threshold at or below every PASS score."""
+    pass_scores = scores[~positive]
+    if pass_scores.size == 0:
+        return False
+    return point.far >= DEGENERATE_FAR or point.threshold < pass_scores.min()
+
+
+def describe_threshold(t: float, scores: np.ndarray) -> str:
+    """A threshold as a person reads it ("below every score (-5e-324)")."""
+    if scores.size and t < scores.min():
+        return f"below every score ({t!r})"
+    return repr(t)

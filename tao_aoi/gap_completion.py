@@ -22,7 +22,7 @@ from tao_aoi import gap_analysis as ga
 from tao_aoi.cli import RunFailed, UsageError
 from tao_aoi.contract import (ADDED_GAPS_COLUMNS, BREAKDOWN_FILE, CONTAINER_GAPS_COLUMNS, GAPS_FILE,
                               METRICS_FILE, THRESHOLD_FILE, UNREACHABLE_FILE)
-from tao_aoi.hooks.report_rules import MARK_MISSING_IMAGES, MARK_UNREACHABLE
+from tao_aoi.hooks.report_rules import MARK_DEGENERATE, MARK_MISSING_IMAGES, MARK_UNREACHABLE
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,10 @@ class GapResult:
     labels: list[str]  # kept rows' labels, stripped (as the container writes them)
     breakdown: str
     threshold_text: str | None  # None when the threshold was pinned (no threshold.txt)
-    missing_images: int | None = None
+    curve: ga.Curve | None  # None without rows or without NO_PASS rows
+    positive: np.ndarray  # every row: NO_PASS
+    missing_images: int | None = None  # among the kept rows' images
+    image_coverage: dict | None = None  # over the whole CSV (sampled when large)
 
     @property
     def n_lightings(self) -> int:
@@ -55,8 +58,12 @@ def _groups(inputs) -> tuple[np.ndarray, list[str], np.ndarray]:
 def compute(inputs) -> GapResult:
     """The whole analysis; pure (no I/O). Raises ga.UnreachableKPI like the container."""
     group, names, positive = _groups(inputs)
+    curve = (ga.threshold_curve(inputs.scores, positive)
+             if inputs.n_rows and positive.any() else None)
     if inputs.pinned is None:
-        point = ga.choose_point(ga.threshold_curve(inputs.scores, positive), inputs.min_recall)
+        if curve is None:
+            raise ga.UnreachableKPI(ga.unreachable_message(inputs.min_recall))
+        point = ga.choose_point(curve, inputs.min_recall)
         threshold_text = str(point.threshold)
     else:
         point = ga.pinned_point(inputs.scores, positive, inputs.pinned, inputs.min_recall)
@@ -70,14 +77,14 @@ def compute(inputs) -> GapResult:
                           inputs.kpi_media_path)
     labels = [inputs.label_values[c].strip() for c in inputs.label_codes[kept]]
     return GapResult(inputs, point, weak, group, names, kept, filepaths, labels, breakdown,
-                     threshold_text)
+                     threshold_text, curve, positive)
 
 
 # ----------------------------------------------------------------------------- our additions
 
-def _missing(filepaths: Sequence[str]) -> int:
+def _missing(filepaths: Sequence[str], listing: dict | None = None) -> int:
     """How many paths do not exist; lists each folder once instead of one stat per file."""
-    listing: dict[str, set | None] = {}
+    listing = {} if listing is None else listing
     missing = 0
     for fp in filepaths:
         folder, _, name = fp.rpartition("/")
@@ -91,8 +98,63 @@ def _missing(filepaths: Sequence[str]) -> int:
     return missing
 
 
+IMAGE_SAMPLE = 2000  # samples checked on disk when the CSV is larger (fixed seed: repeatable)
+MOSTLY_MISSING = 0.5
+
+
+def _suggest_root(inputs, rows) -> str | None:
+    """A root under which the missing images resolve: the parent of kpi_media_path or one of
+    its sub-folders (the usual off-by-one-level mistakes)."""
+    root = Path(inputs.kpi_media_path or ".")
+    candidates = [root.parent] + sorted(p for p in root.iterdir() if p.is_dir())[:50] \
+        if root.is_dir() else [root.parent]
+    probes = list(zip(inputs.text("input_path", rows[:20]), inputs.text("object_name", rows[:20])))
+    light, ext = inputs.lightings[0], inputs.image_ext
+    best, hits = None, 0
+    for cand in candidates:
+        n = sum(Path(ga.image_path(str(cand), ip, on, light, ext)).exists() for ip, on in probes)
+        if n > hits:
+            best, hits = str(cand), n
+    return best
+
+
+def image_coverage(inputs) -> dict:
+    """Samples of the whole CSV with at least one lighting missing on disk."""
+    n = inputs.n_rows
+    sampled = n > IMAGE_SAMPLE
+    rows = (np.sort(np.random.default_rng(0).choice(n, IMAGE_SAMPLE, replace=False)) if sampled
+            else np.arange(n))
+    paths = ga.expand(range(rows.size), inputs.text("input_path", rows), inputs.text("object_name", rows),
+                      inputs.lightings, inputs.image_ext, inputs.kpi_media_path)
+    n_l = len(inputs.lightings)
+    listing: dict[str, set | None] = {}
+    incomplete = []
+    for i in range(rows.size):
+        for fp in paths[i * n_l:(i + 1) * n_l]:
+            if _missing([fp], listing):
+                incomplete.append(int(rows[i]))
+                break
+    mostly = rows.size > 0 and len(incomplete) > MOSTLY_MISSING * rows.size
+    return {"samples_checked": int(rows.size), "samples_incomplete": len(incomplete),
+            "sampled": sampled,
+            "suggested_root": _suggest_root(inputs, np.asarray(incomplete)) if mostly else None}
+
+
 def with_missing_images(result: GapResult) -> GapResult:
-    return replace(result, missing_images=_missing(result.filepaths))
+    return replace(result, missing_images=_missing(result.filepaths),
+                   image_coverage=image_coverage(result.inputs))
+
+
+def mostly_missing(result: GapResult) -> str | None:
+    """The stop message when most samples of the CSV have no images under kpi_media_path."""
+    cov = result.image_coverage or {}
+    if not cov.get("samples_checked") or cov["samples_incomplete"] <= MOSTLY_MISSING * cov["samples_checked"]:
+        return None
+    hint = (f"; kpi_media_path={cov['suggested_root']} resolves them: rerun with that root"
+            if cov.get("suggested_root") else "; check kpi_media_path (DATASET)")
+    return (f"{MARK_MISSING_IMAGES} {cov['samples_incomplete']} of {cov['samples_checked']} "
+            f"{'sampled ' if cov['sampled'] else ''}samples have images missing under "
+            f"kpi_media_path={result.inputs.kpi_media_path!r}{hint}")
 
 
 def gaps_table(result: GapResult, container=None):
@@ -122,7 +184,7 @@ def gaps_table(result: GapResult, container=None):
     cols["misclassified"] = pa.array(wrong, pa.bool_())
     taken = set(CONTAINER_GAPS_COLUMNS) | set(ADDED_GAPS_COLUMNS)
     for name in inputs.table.columns:
-        if str(name) not in taken and name not in ("siamese_score",):
+        if str(name) not in taken and name not in ("siamese_score", "output_score"):
             cols[str(name)] = pa.array(inputs.table[name].iloc[rep])
     return pa.table(cols)
 
@@ -151,8 +213,49 @@ def metrics(result: GapResult) -> dict:
         "kept_rows": int(result.kept.size), "expanded_rows": len(result.filepaths),
         "lightings": list(inputs.lightings), "image_ext": inputs.image_ext,
         "missing_images": result.missing_images,
+        "image_coverage": result.image_coverage,
         "per_label": ga.per_label_stats(result.weakness, wrong, result.group_codes, result.group_names),
+        **tradeoff(result),
     }
+
+
+def tradeoff(result: GapResult) -> dict:
+    """What the recall target costs: the operating curve, the samples that pin the threshold,
+    and whether the chosen point is degenerate (flags most PASS rows)."""
+    inputs, p = result.inputs, result.point
+    if result.curve is None:
+        return {"operating_curve": [], "threshold_pinned_by": [], "relaxed_target": None,
+                "degenerate_threshold": False,
+                "threshold_readable": ga.describe_threshold(p.threshold, inputs.scores)}
+    rows = ga.pinning_rows(inputs.scores, result.positive, result.curve, p)[:20]
+    pinned_by = [{"input_path": ip, "object_name": on, "label": inputs.label_values[c],
+                  "score": float(inputs.scores[r])}
+                 for r, ip, on, c in zip(rows.tolist(), inputs.text("input_path", rows),
+                                         inputs.text("object_name", rows), inputs.label_codes[rows])]
+    curve = result.curve
+    ok = np.flatnonzero(curve.fp < ga.DEGENERATE_FAR * curve.n_neg) if curve.n_neg else []
+    # the highest recall any non-degenerate threshold reaches: the cheapest target to relax to
+    relaxed = (ga.operating_curve(curve, [float(curve.recall[ok].max())])[0]
+               if len(ok) and curve.recall[ok].max() < p.min_recall else None)
+    return {"operating_curve": ga.operating_curve(curve, (*ga.RECALL_TARGETS, p.min_recall)),
+            "threshold_pinned_by": pinned_by, "relaxed_target": relaxed,
+            "degenerate_threshold": bool(ga.is_degenerate(p, inputs.scores, result.positive)),
+            "threshold_readable": ga.describe_threshold(p.threshold, inputs.scores)}
+
+
+def degenerate_warning(m: dict) -> str | None:
+    """One line naming the pinning samples and the cheapest relaxed target, or None."""
+    if not m.get("degenerate_threshold"):
+        return None
+    who = ", ".join(f"{r['input_path']}/{r['object_name']} ({r['label']}, score {r['score']:.6g})"
+                    for r in m["threshold_pinned_by"][:5]) or "no single sample (the F1 optimum)"
+    cm = m["confusion_matrix"]
+    better = m.get("relaxed_target")
+    hint = (f"; cheapest relaxed target: min_recall={better['min_recall']:.6g} gives threshold "
+            f"{better['threshold']:.6g}, recall {better['recall']:.4f}, FAR {better['far']:.3f} "
+            f"({better['false_alarms']} false alarms)" if better else "")
+    return (f"{MARK_DEGENERATE}: threshold {m['threshold_readable']} flags {cm['fp']} of "
+            f"{cm['fp'] + cm['tn']} PASS rows (FAR {m['far']:.3f}); held down by: {who}{hint}")
 
 
 def metrics_json(result: GapResult) -> str:
@@ -195,12 +298,15 @@ def summary(result: GapResult, results_dir: Path) -> str:
            f"{p.min_recall}" if p.mode == "sweep" else "pinned: used as given, no threshold.txt")
     lines = [f"rows: {inputs.n_rows} (PASS {p.tn + p.fp}, NO_PASS {p.tp + p.fn}); lightings: "
              f"{', '.join(inputs.lightings)}",
-             f"threshold: {p.threshold!r} ({how})",
+             f"threshold: {ga.describe_threshold(p.threshold, inputs.scores)} ({how})",
              f"precision {p.precision:.4f}  recall {p.recall:.4f}  f1 {p.f1:.4f}  far {p.far:.4f}  "
              f"(tp {p.tp}, fp {p.fp}, tn {p.tn}, fn {p.fn})"]
     if p.mode == "pinned" and not p.recall_target_met:
         lines.append(f"note: at the pinned threshold recall is {p.recall:.6f}, below min_recall "
                      f"{p.min_recall} (the container does not check a pinned threshold)")
+    warning = degenerate_warning(metrics(result))
+    if warning:
+        lines.append(warning)
     lines.append(result.breakdown.rstrip("\n"))
     lines.append(f"expanded rows: {len(result.filepaths)} ({result.kept.size} x "
                  f"{result.n_lightings} lightings)")
@@ -209,6 +315,11 @@ def summary(result: GapResult, results_dir: Path) -> str:
                      f"expanded filepaths do not exist under kpi_media_path={inputs.kpi_media_path!r}")
     elif result.missing_images == 0:
         lines.append(f"images: all {len(result.filepaths)} expanded filepaths exist")
+    cov = result.image_coverage or {}
+    if cov.get("samples_incomplete"):
+        lines.append(f"{MARK_MISSING_IMAGES} {cov['samples_incomplete']} of {cov['samples_checked']} "
+                     f"{'sampled ' if cov['sampled'] else ''}samples of the whole CSV miss at least "
+                     f"one lighting image")
     lines.append(f"output: {results_dir.resolve()}")
     return "\n".join(lines)
 
@@ -243,10 +354,9 @@ def _check_rows(result: GapResult, table) -> None:
     theirs_fp = table.column("filepath").to_pylist()
     if theirs_fp == ours_fp:
         return
-    theirs_key = sorted(zip(theirs_w.tolist(), (ga.normalize_label(v) for v in table.column("label").to_pylist()),
-                            table.column("siamese_score").to_pylist()))
-    ours_key = sorted(zip(ours_w.tolist(), (result.group_names[c] for c in result.group_codes[rep]),
-                          result.inputs.scores[rep].tolist()))
+    # rows of equal weakness may hold different scores (t - s rounds), so the group is the key
+    theirs_key = sorted(zip(theirs_w.tolist(), map(ga.normalize_label, table.column("label").to_pylist())))
+    ours_key = sorted(zip(ours_w.tolist(), (result.group_names[c] for c in result.group_codes[rep])))
     if theirs_key != ours_key:
         raise _drift(f"{GAPS_FILE} keeps other rows than this bank computes")
 
@@ -269,18 +379,25 @@ def _map_container_rows(result: GapResult, table) -> GapResult:
     where: dict[str, list[int]] = {}
     for j, fp in enumerate(paths):
         where.setdefault(fp, []).append(int(cand[j // n_l]))
+    scores = table.column("siamese_score").to_pylist()
+    labels = table.column("label").to_pylist()
     kept = []
     for i in range(0, len(theirs), n_l):
-        rows = where.get(theirs[i])
-        if not rows:
-            raise _drift(f"{GAPS_FILE} row {i} names an image of no sample this bank would keep")
-        kept.append(rows.pop(0))
+        # the first unused candidate with this image, score and label (duplicated samples)
+        rows = where.get(theirs[i], [])
+        match = next((r for r in rows if inputs.scores[r] == scores[i]
+                      and inputs.label_values[inputs.label_codes[r]].strip() == labels[i]), None)
+        if match is None:
+            raise _drift(f"{GAPS_FILE} row {i} names no sample this bank would keep with that "
+                         f"score and label")
+        rows.remove(match)
+        kept.append(match)
     kept = np.asarray(kept, dtype=np.int64)
     labels = [inputs.label_values[c].strip() for c in inputs.label_codes[kept]]
     return replace(result, kept=kept, filepaths=theirs, labels=labels)
 
 
-def complete(cfg: dict) -> int:
+def complete(cfg: dict, images_optional: bool = False) -> int:
     """After ``"$DS" gap_analysis vcn_aoi`` on either backend: cross-check, then add ours."""
     import pyarrow.parquet as pq
 
@@ -323,6 +440,10 @@ def complete(cfg: dict) -> int:
     print(f"completion: {GAPS_FILE} and {THRESHOLD_FILE if result.threshold_text else 'the pinned threshold'} "
           f"match this bank's computation; added {', '.join(ADDED_GAPS_COLUMNS)} and {METRICS_FILE}")
     print(summary(result, results_dir))
+    stop = None if images_optional else mostly_missing(result)
+    if stop:
+        raise RunFailed(f"{stop}. Stop here: a spot check and report on missing images would "
+                        f"be empty")
     return 0
 
 
@@ -333,7 +454,9 @@ checks that the action's threshold.txt and kept rows are what this bank computes
 means another image version or CLI drift: exit 1, stop), then adds what the container does not
 write: the columns input_path, object_name, lighting, misclassified (and the CSV's other
 columns) after the four of kpi_gaps.parquet, metrics.json, and unreachable_kpi.txt (exit 1)
-when no threshold reaches min_recall. Exit 2: bad input, one line."""
+when no threshold reaches min_recall. It also checks the images of the whole CSV on disk
+(2,000 sampled samples when larger) and stops (exit 1) when most are missing, naming a root
+that would resolve them. Exit 2: bad input, one line."""
 
 
 def main(argv=None) -> int:
@@ -349,7 +472,10 @@ def main(argv=None) -> int:
                         help="the spec file the action ran with")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="the same overrides the action ran with")
+    parser.add_argument("--images-optional", action="store_true",
+                        help="do not stop when most samples have no images under kpi_media_path "
+                             "(the images live on another host)")
     args = parser.parse_args(argv)
     cfg = specs.resolve("gap_analysis", "vcn_aoi", args.experiment_spec_file, args.overrides,
                         action.ALIASES)
-    return complete(cfg)
+    return complete(cfg, images_optional=args.images_optional)

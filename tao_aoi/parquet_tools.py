@@ -26,10 +26,10 @@ SAMPLE_KEYS = ("input_path", "object_name")
 
 # --------------------------------------------------------------------------- train YAML
 def read_lightings(train_config: str | os.PathLike) -> tuple[list[str], str]:
-    """Lighting names ordered by their ``input_map`` index (first lighting first) and image_ext.
+    """Lighting names in the order the container expands them (the keys of ``input_map`` in
+    YAML order, or its items when it is a list; the first lighting first) and image_ext.
 
-    The order keys appear in the YAML file does not matter: index order does. One reader for
-    the whole project: the gap-analysis action's (same checks, same error messages).
+    One reader for the whole project: the gap-analysis action's (same checks, same messages).
     """
     from tao_aoi.data_services.gap_analysis_vcn_aoi import read_train_config
 
@@ -240,8 +240,8 @@ def dedupe_main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="dedupe_first_lighting.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Collapse a per-lighting gaps parquet to one row per (input_path, "
-                    "object_name), keeping the row on the FIRST lighting (smallest index in "
-                    "dataset.classify.input_map). Uses the 'lighting' column; parses the "
+                    "object_name), keeping the row on the FIRST lighting (first key of "
+                    "dataset.classify.input_map, the container's order). Uses the 'lighting' column; parses the "
                     "file name only when that column is absent.",
         epilog="example:\n  dedupe_first_lighting.py $RCA/kpi_gaps.parquet --train-config "
                "$EXP/train.yaml --out $RCA/kpi_gaps_first_lighting.parquet")

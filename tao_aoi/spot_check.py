@@ -2,7 +2,8 @@
 
 Selection (deterministic):
 1. collapse ``kpi_gaps.parquet`` to one row per (input_path, object_name) on the first
-   lighting (smallest ``input_map`` index) -- ``parquet_tools.dedupe_first_lighting``;
+   lighting (the first key of ``input_map``, the container's expansion order) --
+   ``parquet_tools.dedupe_first_lighting``;
 2. split by the binary rule (label stripped + upper-cased == PASS);
 3. in each class sort by weakness descending, ties by input_path then object_name; take 5.
 

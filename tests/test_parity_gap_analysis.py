@@ -89,8 +89,9 @@ def run_ours(spec: Path, overrides: list[str], results: Path) -> int:
 def complete(spec: Path, overrides: list[str], results: Path) -> int:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         from tao_aoi.cli import run_cli
+        # the generated experiments have no images on disk
         return run_cli(gap_completion.main, "complete_gap_analysis.py",
-                       ["-e", str(spec), *overrides, f"results_dir={results}"])
+                       ["-e", str(spec), *overrides, f"results_dir={results}", "--images-optional"])
 
 
 def logical(t):

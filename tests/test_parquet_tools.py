@@ -39,13 +39,18 @@ def gaps(tmp_path: Path, with_lighting=True) -> Path:
 
 def train_yaml(tmp_path: Path) -> Path:
     p = tmp_path / "train.yaml"
+    # YAML key order (the container's expansion order) differs from index order on purpose
     p.write_text("dataset:\n  classify:\n    image_ext: .jpg\n    input_map:\n"
-                 "      Top: 1\n      Side_Low: 0\n      Side: 2\n")
+                 "      Side_Low: 1\n      Top: 0\n      Side: 2\n")
     return p
 
 
-def test_read_lightings_orders_by_index_not_file_order(tmp_path):
+def test_read_lightings_follows_yaml_key_order_like_the_container(tmp_path):
+    # the container iterates input_map: YAML key order, not the index values
     assert read_lightings(train_yaml(tmp_path)) == (["Side_Low", "Top", "Side"], ".jpg")
+    as_list = tmp_path / "list.yaml"
+    as_list.write_text("dataset:\n  classify:\n    image_ext: .jpg\n    input_map: [Top, Side_Low]\n")
+    assert read_lightings(as_list) == (["Top", "Side_Low"], ".jpg")
     bad = tmp_path / "bad.yaml"
     bad.write_text("dataset:\n  classify:\n    input_map: {Top: 0}\n")
     with pytest.raises(UsageError, match="image_ext"):

@@ -32,7 +32,8 @@ def test_every_registered_schema_follows_the_shared_conventions():
 
 def test_defaults_mark_mandatory_keys_missing():
     d = specs.schema_defaults(specs.load_schema("gap_analysis", "vcn_aoi"))
-    assert d == {"inference_results_dir": "???", "train_config": "???", "kpi_media_path": "???",
+    # kpi_media_path is optional in the container (default ""): not mandatory
+    assert d == {"inference_results_dir": "???", "train_config": "???", "kpi_media_path": "",
                  "results_dir": "???", "min_recall": 1.0, "top_k_per_label": 50, "threshold": -1.0}
 
 
@@ -40,10 +41,12 @@ def test_overrides_win_and_parse_as_numbers(tmp_path):
     spec = write(tmp_path, {"inference_results_dir": "/a", "train_config": "/t.yaml",
                             "kpi_media_path": "/m", "results_dir": "/r", "min_recall": 0.5,
                             "top_k_per_label": 10})
-    cfg = specs.resolve("gap_analysis", "vcn_aoi", spec, ["min_recall=1", "top_k_per_label=null",
+    cfg = specs.resolve("gap_analysis", "vcn_aoi", spec, ["min_recall=1", "top_k_per_label=3",
                                                           "results_dir=/r2"], ALIASES)
     assert cfg["min_recall"] == 1.0 and isinstance(cfg["min_recall"], float)
-    assert cfg["top_k_per_label"] is None and cfg["results_dir"] == "/r2"
+    assert cfg["top_k_per_label"] == 3 and cfg["results_dir"] == "/r2"
+    cfg = specs.resolve("gap_analysis", "vcn_aoi", spec, ["min_recall=0"], ALIASES)
+    assert cfg["min_recall"] == 0.0  # the container accepts 0
     assert cfg["threshold"] == -1.0
 
 
@@ -82,10 +85,14 @@ def test_missing_value_names_the_key(tmp_path):
 
 
 @pytest.mark.parametrize("override, needle", [
-    ("top_k_per_label=2.5", "top_k_per_label: expected an integer or null, got 2.5"),
-    ("top_k_per_label=abc", "top_k_per_label: expected an integer or null, got 'abc'"),
+    ("top_k_per_label=2.5", "top_k_per_label: expected an integer, got 2.5"),
+    ("top_k_per_label=abc", "top_k_per_label: expected an integer, got 'abc'"),
+    # no "off" (the old wrong-side mode): the container has none
+    ("top_k_per_label=null", "top_k_per_label: expected an integer, got None"),
+    ("top_k_per_label=0", "top_k_per_label: 0 is out of range (must be in [1, inf))"),
+    ("top_k_per_label=-1", "top_k_per_label: -1 is out of range"),
     ("min_recall=yes", "min_recall: expected a number"),
-    ("min_recall=1.5", "min_recall: 1.5 is out of range (must be in (0, 1])"),
+    ("min_recall=1.5", "min_recall: 1.5 is out of range (must be in [0, 1])"),
     ("nope=1", "unknown key(s) 'nope'"),
     ("a.b=1", "not a plain key name"),
     ("novalue", "is not key=value"),

@@ -13,8 +13,9 @@ from PIL import Image
 from tao_aoi.spot_check import run_spot_check
 
 ROOT = Path(__file__).resolve().parents[1]
-# index order A(0) < B(1) < C(2); the file lists them in another order on purpose
-TRAIN_YAML = "dataset:\n  classify:\n    input_map:\n      B: 1\n      C: 2\n      A: 0\n    image_ext: .jpg\n"
+# the container expands lightings in the YAML key order of input_map (A, B, C), not by index;
+# the index values say B first on purpose
+TRAIN_YAML = "dataset:\n  classify:\n    input_map:\n      A: 1\n      B: 0\n      C: 2\n    image_ext: .jpg\n"
 LIGHTS = ["A", "B", "C"]
 
 
@@ -74,7 +75,7 @@ def test_picks_five_weakest_per_class_with_tie_break_and_first_lighting(tmp_path
     assert doc["samples"][1]["label"] == " pass "
     r1 = doc["samples"][5]
     assert r1["weakness"] == pytest.approx(0.30)  # the duplicate's stronger row lost
-    assert all(s["source"].endswith("_A.jpg") for s in doc["samples"])  # index 0, not file order
+    assert all(s["source"].endswith("_A.jpg") for s in doc["samples"])  # the first lighting
     assert doc["first_lighting"] == "A"
     assert doc["notes"] == []
     saved = json.loads((results / "rca_images" / "spot_check.json").read_text())

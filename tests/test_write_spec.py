@@ -19,7 +19,7 @@ def test_writes_a_spec_the_runner_accepts(tmp_path):
     doc = yaml.safe_load(out.read_text())
     assert list(doc) == ["inference_results_dir", "train_config", "kpi_media_path", "results_dir",
                          "min_recall", "top_k_per_label", "threshold"]
-    assert doc["kpi_media_path"] == "???" and doc["min_recall"] == 1.0 and doc["top_k_per_label"] == 20
+    assert doc["kpi_media_path"] == "" and doc["min_recall"] == 1.0 and doc["top_k_per_label"] == 20
     res = run_script("data_services.py", "gap_analysis", "vcn_aoi", "-e", out, "--cfg=job",
                      "kpi_media_path=/m", "results_dir=/r")
     assert res.returncode == 0, res.stderr
@@ -28,7 +28,9 @@ def test_writes_a_spec_the_runner_accepts(tmp_path):
 
 @pytest.mark.parametrize("args, needle", [
     (["bogus=1"], "unknown key(s) 'bogus'"),
-    (["top_k_per_label=2.5"], "top_k_per_label: expected an integer or null"),
+    (["top_k_per_label=2.5"], "top_k_per_label: expected an integer"),
+    (["top_k_per_label=0"], "top_k_per_label: 0 is out of range"),
+    (["top_k_per_label=null"], "top_k_per_label: expected an integer, got None"),
     (["min_recall=abc"], "min_recall: expected a number"),
     (["--out", "{tmp}/elsewhere/spec.yaml"], "outside the workspace"),
 ])

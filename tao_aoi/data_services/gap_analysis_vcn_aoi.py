@@ -30,6 +30,8 @@ ALIASES = {"inference_csv": "inference_results_dir", "output_dir": "results_dir"
 
 CSV_NAME = "inference.csv"
 REQUIRED_COLUMNS = ("input_path", "object_name", "label", "siamese_score")
+# TAO's PyTorch inference names the score siamese_score; TensorRT inference (tao-deploy) output_score
+SCORE_COLUMNS = ("siamese_score", "output_score")
 _SHOW_LINES = 5
 
 
@@ -96,10 +98,23 @@ def _read_csv(path: Path):
         raise UsageError(f"{path} is not a well-formed CSV: {one_line(exc, 160)}") from None
 
 
-def _check_columns(df, path: Path) -> None:
+def score_column(names: list[str], path: Path) -> str:
+    """Which column holds the score; both present is ambiguous and refused."""
+    found = [c for c in SCORE_COLUMNS if c in names]
+    if len(found) > 1:
+        raise UsageError(f"{path} has both {' and '.join(found)}: keep the one column that holds "
+                         f"the model's score")
+    if found == ["output_score"]:
+        print(f"notice: {path.name} names the score output_score (TensorRT inference); it is read "
+              f"as siamese_score", file=sys.stderr)
+    return found[0] if found else "siamese_score"
+
+
+def _check_columns(df, path: Path, score: str) -> None:
     names = [str(c) for c in df.columns]
     dupes = sorted({c for c in names if c.split(".")[0] in REQUIRED_COLUMNS and "." in c})
-    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    missing = [score if c == "siamese_score" else c for c in REQUIRED_COLUMNS
+               if (score if c == "siamese_score" else c) not in names]
     if missing:
         spaced = [c for c in names if c.strip() in missing]
         hint = (f"; column name(s) {', '.join(repr(c) for c in spaced)} carry spaces the container "
@@ -109,29 +124,26 @@ def _check_columns(df, path: Path) -> None:
         raise UsageError(f"{path} repeats column(s) {', '.join(d.split('.')[0] for d in dupes)}")
 
 
-def _scores(df, path: Path) -> np.ndarray:
+def _scores(df, path: Path, score: str) -> np.ndarray:
     import pandas as pd
 
-    col = df["siamese_score"]
+    col = df[score]
     if not (pd.api.types.is_float_dtype(col.dtype) or pd.api.types.is_integer_dtype(col.dtype)):
         as_num = pd.to_numeric(col.astype("string[pyarrow]"), errors="coerce")
         bad = np.flatnonzero(as_num.isna().to_numpy())
-        raise UsageError(f"siamese_score is not a number on {bad.size} row(s) of {path}: "
+        raise UsageError(f"{score} is not a number on {bad.size} row(s) of {path}: "
                          f"{_lines(bad, bad.size)}")
     scores = col.to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.flatnonzero(~np.isfinite(scores))
     if bad.size:
-        raise UsageError(f"siamese_score is missing, NaN or infinite on {bad.size} row(s) of {path}: "
+        raise UsageError(f"{score} is missing, NaN or infinite on {bad.size} row(s) of {path}: "
                          f"{_lines(bad, bad.size)}")
     return scores
 
 
-def _no_empty_text(df, column: str, path: Path) -> None:
-    col = df[column]
-    empty = col.isna().to_numpy()
-    if col.dtype.kind in "OU" or str(col.dtype).startswith("string"):
-        empty = empty | (col.astype("string[pyarrow]").str.strip() == "").fillna(True).to_numpy()
-    bad = np.flatnonzero(empty)
+def _no_missing(df, column: str, path: Path) -> None:
+    """pandas reads an empty cell as missing; the container would write it as 'nan'."""
+    bad = np.flatnonzero(df[column].isna().to_numpy())
     if bad.size:
         raise UsageError(f"{column} is empty on {bad.size} row(s) of {path}: {_lines(bad, bad.size)}")
 
@@ -141,12 +153,18 @@ def read_inference(path: Path):
     import pandas as pd
 
     df = _read_csv(path)
-    _check_columns(df, path)
-    scores = _scores(df, path)
+    score = score_column([str(c) for c in df.columns], path)
+    _check_columns(df, path, score)
+    scores = _scores(df, path, score)
     for column in ("label", "input_path", "object_name"):
-        _no_empty_text(df, column, path)
+        _no_missing(df, column, path)
     codes, uniques = pd.factorize(df["label"])
-    return df, scores, np.asarray(codes, dtype=np.int64), [str(v) for v in list(uniques)]
+    values = [str(v) for v in list(uniques)]
+    blank = [i for i, v in enumerate(values) if not v.strip()]
+    if blank:
+        bad = np.flatnonzero(np.isin(codes, blank))
+        raise UsageError(f"label is blank on {bad.size} row(s) of {path}: {_lines(bad, bad.size)}")
+    return df, scores, np.asarray(codes, dtype=np.int64), values
 
 
 def _name(value: Any, what: str, path: Path) -> str:

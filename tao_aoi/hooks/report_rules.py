@@ -64,6 +64,7 @@ def count_words(markdown: str) -> int:
 MARK_WRONG_SIDE = "WARNING [wrong-side-filter]"
 MARK_UNREACHABLE = "UNREACHABLE KPI"
 MARK_MISSING_IMAGES = "WARNING [missing-images]"
+MARK_DEGENERATE = "WARNING [degenerate-threshold]"
 MARK_LABEL_FILTER_NOOP = "WARNING [label-filter-noop]"
 MARK_DROPPED_LABELS = "WARNING [dropped-labels]"
 MARK_ENCODER_MISMATCH = "WARNING [encoder-mismatch]"

@@ -13,16 +13,21 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import (DEFAULT_BIN, REPO, SESSION_TIMEOUT, Session, claude_env,  # noqa: E402
+from harness import (DEFAULT_BIN, LATEST_BIN, REPO, SESSION_TIMEOUT, Session, claude_env,  # noqa: E402
                      require)
 from standin import StandIn  # noqa: E402
 
 
-@pytest.fixture(scope="session")
-def claude_bin() -> Path:
-    path = Path(os.environ.get("CLAUDE_BIN") or DEFAULT_BIN)
+# Every scenario runs on the pinned claude (the version the plugin is checked on) and on the
+# newest release (what users get from npm today); `make claude-code` installs both.
+CLAUDE_BUILDS = {"pinned": DEFAULT_BIN, "latest": LATEST_BIN}
+
+
+@pytest.fixture(scope="session", params=sorted(CLAUDE_BUILDS))
+def claude_bin(request) -> Path:
+    path = Path(os.environ.get("CLAUDE_BIN") or CLAUDE_BUILDS[request.param])
     if not path.exists():
-        pytest.skip("claude binary not installed: run make claude-code")
+        pytest.fail(f"claude binary not installed ({path}): run `make claude-code`")
     return path
 
 

@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 DEFAULT_BIN = REPO / ".cache" / "claude-code" / "node_modules" / ".bin" / "claude"
+LATEST_BIN = REPO / ".cache" / "claude-code-latest" / "node_modules" / ".bin" / "claude"
 SESSION_TIMEOUT = 120  # seconds for one whole claude session
 PLUGIN = "tao-aoi"
 SKILL_NAMES = {"rca": "tao-analyze-gaps-visual-changenet",
@@ -42,10 +43,10 @@ def bank_python() -> str:
 
 
 def require(*relpaths: str, root: Path = REPO) -> None:
-    """Skip (never pass) when a piece another engineer owns has not landed yet."""
+    """Fail (never pass, never skip) when a piece the scenario drives is missing."""
     missing = [p for p in relpaths if not (root / p).exists()]
     if missing:
-        pytest.skip("not in the tree yet: " + ", ".join(missing))
+        pytest.fail("not in the tree: " + ", ".join(missing))
 
 
 @dataclass
