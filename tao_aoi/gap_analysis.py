@@ -155,7 +155,8 @@ def pinned_point(scores: np.ndarray, positive: np.ndarray, threshold: float,
     n_neg = int(scores.size) - n_pos
     precision, recall, f1 = _rates(tp, fp, n_pos)
     curve = Curve(np.array([float(threshold)]), tp, fp, precision, recall, f1, n_pos, n_neg)
-    return _point(curve, 0, "pinned", min_recall, 1)
+    met = n_pos > 0 and recall[0] >= min_recall - RECALL_TOLERANCE
+    return _point(curve, 0, "pinned", min_recall, int(met))
 
 
 def weakness(scores: np.ndarray, positive: np.ndarray, threshold: float) -> np.ndarray:

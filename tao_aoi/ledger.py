@@ -10,23 +10,33 @@ The ledger is one table (parquet, or CSV when the file name ends in ``.csv``) wi
   same run id again with the same files changes nothing; with different files it is
   refused unless ``--replace``.
 
+Concurrency: ``record`` is a read-modify-write. It holds an exclusive ``fcntl.flock`` on a
+sidecar ``.<ledger name>.lock`` (kept beside the ledger, never deleted, so every writer
+locks the same inode) from reading the ledger until the new one has been renamed into
+place (temp file + fsync + ``os.replace``): parallel ``record`` calls queue up and every row
+of every run survives. Readers (``filter``) take no lock: they see the old or the new file,
+never half of one. A writer waits up to ``LOCK_TIMEOUT_S`` and then exits 2.
+
 Filepaths are matched after ``os.path.normpath`` (``a/./b.jpg`` == ``a/b.jpg``); the
 mined parquet may come from the container or the local runner (only ``filepath`` is needed).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from tao_aoi.cli import UsageError, one_line
 
 PROG = "mining_ledger.py"
+LOCK_TIMEOUT_S = 300.0
 LEDGER_COLUMNS = ("filepath", "run_id", "recorded_at")
 
 
@@ -66,6 +76,40 @@ def read_ledger(path: str | Path):
     if missing:
         raise UsageError(f"{p} is not a mining ledger: missing column(s) {', '.join(missing)}")
     return df[list(LEDGER_COLUMNS)].astype(str)
+
+
+def lock_path(path: str | Path) -> Path:
+    p = Path(path)
+    return p.with_name(f".{p.name}.lock")
+
+
+@contextlib.contextmanager
+def ledger_lock(path: str | Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold the ledger's exclusive lock (``fcntl.flock`` on the sidecar lock file)."""
+    import fcntl
+
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise UsageError(f"ledger {path} is locked by another writer for more than "
+                                     f"{timeout:.0f}s (lock file {lock}); try again") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def write_ledger(df, path: str | Path) -> None:
@@ -188,6 +232,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     mined = read_mined(args.mined)
+    if args.command == "record":
+        with ledger_lock(args.ledger):          # read-modify-write under the lock
+            ledger = read_ledger(args.ledger)
+            new_ledger, message = record_run(mined, ledger, args.run_id, replace=args.replace)
+            if new_ledger is not ledger:
+                write_ledger(new_ledger, args.ledger)
+        if args.json:
+            print(json.dumps({"ledger": str(args.ledger), "rows": int(len(new_ledger)),
+                              "message": message}, sort_keys=True))
+        else:
+            print(message)
+        return 0
     ledger = read_ledger(args.ledger)
     if args.command == "filter":
         out = Path(args.out)
@@ -205,12 +261,4 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(text)
             print(f"audit: {audit_path}")
         return 0
-    new_ledger, message = record_run(mined, ledger, args.run_id, replace=args.replace)
-    if new_ledger is not ledger:
-        write_ledger(new_ledger, args.ledger)
-    if args.json:
-        print(json.dumps({"ledger": str(args.ledger), "rows": int(len(new_ledger)),
-                          "message": message}, sort_keys=True))
-    else:
-        print(message)
-    return 0
+    raise AssertionError(args.command)  # argparse allows only filter and record

@@ -22,7 +22,7 @@ from typing import Sequence
 
 from tao_aoi.cli import UsageError
 from tao_aoi.hooks import report_rules as rr
-from tao_aoi.labels import is_pass_label
+from tao_aoi.labels import is_pass_label, normalize_label
 from tao_aoi.parquet_tools import SAMPLE_KEYS, dedupe_first_lighting, read_parquet, sort_by_weakness
 from tao_aoi.spot_check import label_cell
 
@@ -178,7 +178,8 @@ def _metrics_table(m: dict, threshold: str | None) -> list[str]:
 def _weakness_table(samples) -> list[str]:
     lines = ["| Label | Kept samples | Min | P25 | Median | P75 | Max | Wrong side |",
              "|---|---|---|---|---|---|---|---|"]
-    for label, grp in samples.groupby(samples["label"].astype(str), sort=True):
+    # groups as the container forms them (and metrics.json per_label keys): stripped, upper-cased
+    for label, grp in samples.groupby(samples["label"].astype(str).map(normalize_label), sort=True):
         w = grp["weakness"].astype(float)
         wrong = int(grp["misclassified"].astype(bool).sum()) if "misclassified" in grp \
             else int((w > 0).sum())
@@ -191,8 +192,8 @@ def _weakness_table(samples) -> list[str]:
 def _topk_table(samples, per_label: int) -> list[str]:
     lines = ["| Rank | Label | Sample (input_path/object_name) | Score | Weakness | Side |",
              "|---|---|---|---|---|---|"]
-    shown = (samples.groupby(samples["label"].astype(str), sort=False, group_keys=False)
-             .head(per_label))
+    shown = (samples.groupby(samples["label"].astype(str).map(normalize_label), sort=False,
+                             group_keys=False).head(per_label))
     shown = sort_by_weakness(shown)
     for i, rec in enumerate(shown.to_dict(orient="records"), 1):
         wrong = bool(rec["misclassified"]) if "misclassified" in rec else float(rec["weakness"]) > 0
@@ -205,7 +206,7 @@ def _topk_table(samples, per_label: int) -> list[str]:
 def _per_label_table(m: dict, samples) -> list[str]:
     kept = {}
     if samples is not None and "label" in samples.columns:
-        kept = samples["label"].astype(str).value_counts().to_dict()
+        kept = samples["label"].astype(str).map(normalize_label).value_counts().to_dict()
     lines = ["| Label | Class | Rows | Misclassified | Error rate | Mean weakness | "
              "Median weakness | Max weakness | Kept samples |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -218,7 +219,7 @@ def _per_label_table(m: dict, samples) -> list[str]:
         lines.append(f"| {label_cell(label)} | {'PASS' if is_pass_label(label) else 'NO_PASS'} | {total} | {nmis} | "
                      f"{_pct(nmis, total)} | {_f(s.get('mean_weakness'))} | "
                      f"{_f(s.get('median_weakness'))} | {_f(s.get('max_weakness'))} | "
-                     f"{kept.get(str(label), 0)} |")
+                     f"{kept.get(normalize_label(str(label)), 0)} |")
     return lines
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest_models import tiny_models  # noqa: F401  (shared fixture: tiny random CLIP/SigLIP)
+
 REPO = Path(__file__).resolve().parents[1]
 LIGHTINGS = {"Diffuse": 1, "Coaxial": 0, "Side": 2}  # first lighting = Coaxial (index 0)
 

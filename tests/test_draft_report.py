@@ -16,11 +16,10 @@ from test_spot_check import LIGHTS, NO_PASS, PASS, make_results
 
 ROOT = Path(__file__).resolve().parents[1]
 CM = {"tp": 417, "fp": 93, "tn": 1208, "fn": 0}
-# RARE appears only in metrics.json (no kept rows): it must still get its own row
+# RARE appears only in metrics.json (no kept rows): it must still get its own row.
+# per_label is keyed by the normalised label (" pass " rows count under PASS), as the container groups
 PER_LABEL = {"PASS": {"total": 1301, "mean_weakness": -0.31, "median_weakness": -0.3,
                       "max_weakness": 0.4, "n_misclassified": 93},
-             " pass ": {"total": 1, "mean_weakness": 0.3, "median_weakness": 0.3,
-                        "max_weakness": 0.3, "n_misclassified": 1},
              "MISSING": {"total": 200, "mean_weakness": -0.2, "median_weakness": -0.2,
                          "max_weakness": 0.3, "n_misclassified": 0},
              "BRIDGE": {"total": 150, "mean_weakness": -0.3, "median_weakness": -0.3,
@@ -33,9 +32,13 @@ PER_LABEL = {"PASS": {"total": 1301, "mean_weakness": -0.31, "median_weakness": 
                             "max_weakness": -0.4, "n_misclassified": 0}}
 
 
-def write_metrics(results: Path, threshold=0.123456789):
-    (results / "threshold.txt").write_text(repr(threshold) + "\n")
-    m = {"threshold": threshold, "threshold_mode": "sweep", "min_recall": 1.0,
+def write_metrics(results: Path, threshold=0.123456789, mode="sweep"):
+    t_file = results / "threshold.txt"
+    if mode == "sweep":
+        t_file.write_text(str(threshold))  # the container's str(t), no newline
+    elif t_file.exists():
+        t_file.unlink()  # a pinned threshold: no threshold.txt
+    m = {"threshold": threshold, "threshold_mode": mode, "min_recall": 1.0,
          "top_k_per_label": 50, "selection_mode": "top_k", "precision": 0.8176470588,
          "recall": 1.0, "f1": 0.8996763754, "far": 0.0714834743, "confusion_matrix": CM,
          "n_rows": 1718, "n_pass": 1301, "n_no_pass": 417, "n_candidates": 640,
@@ -43,7 +46,9 @@ def write_metrics(results: Path, threshold=0.123456789):
          "lightings": LIGHTS, "image_ext": ".jpg", "missing_images": 0, "per_label": PER_LABEL}
     (results / "metrics.json").write_text(json.dumps(m))
     (results / "weak_samples_breakdown.txt").write_text(
-        "label    count  pct   misclassified  marginal\nPASS     5  38.5%  4  1\n")
+        f"Weak samples breakdown by label (threshold={threshold}, top_k_per_label=50)\n"
+        "Total KPI samples: 1718\nTotal weak samples kept: 13\n\n"
+        "  PASS: 5 (38.5%) \u2014 4 misclassified, 1 marginal\n")
 
 
 def build(tmp_path):
@@ -78,8 +83,8 @@ def test_draft_has_structure_numbers_labels_and_links(tmp_path):
     per_label = section_text(md, "Per-Label Breakdown")
     rows = [line for line in per_label.splitlines() if line.startswith("| ")][1:]
     assert sorted(r.split("|")[1].strip() for r in rows) == sorted(label_cell(k) for k in PER_LABEL)
-    assert "| ' pass ' | PASS | 1 | 1 | 100.0% |" in per_label
-    assert "| PASS | PASS | 1301 | 93 | 7.1% |" in per_label
+    # kept samples count " pass " under PASS: all 7 PASS-like samples of make_results
+    assert "| PASS | PASS | 1301 | 93 | 7.1% | -0.3100 | -0.3000 | 0.4000 | 7 |" in per_label
     assert "| passed | NO_PASS | 20 |" in per_label
     assert "| RARE_LABEL | NO_PASS | 7 | 0 | 0.0% |" in per_label
     spot = section_text(md, "Visual Spot Check")
@@ -95,6 +100,16 @@ def test_draft_has_structure_numbers_labels_and_links(tmp_path):
     assert "| MISSING | 2 |" in weak and "```text" in weak
     assert info["placeholders"] == md.count("<!-- AGENT:") >= 7
     assert info["variant"] == "full"
+
+
+def test_pinned_run_without_threshold_file(tmp_path):
+    results, _ = make_results(tmp_path, PASS + NO_PASS)
+    write_metrics(results, threshold=0.5, mode="pinned")
+    run_spot_check(results, LIGHTS, ".jpg")
+    assert not (results / "threshold.txt").exists()
+    draft(results)
+    thr = section_text((results / "RCA_Report.draft.md").read_text(), "Threshold Selection")
+    assert "| Threshold | 0.5 (pinned) |" in thr and "no sweep was run" in thr
 
 
 def test_histogram_uses_full_csv_when_given(tmp_path, capsys):

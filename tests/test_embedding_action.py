@@ -18,7 +18,6 @@ from tao_aoi.data_services import image_embeddings as action
 from tao_aoi.encoders import BASELINE_DIM, load_encoder
 from tao_aoi.hooks.report_rules import ENCODER_METADATA_KEY, MARK_BACKEND, MARK_MISSING_IMAGES
 from conftest import run_script
-from conftest_models import tiny_models  # noqa: F401 - fixture
 
 
 def make_images(folder: Path, n: int, seed: int = 0) -> list[str]:

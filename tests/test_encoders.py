@@ -11,7 +11,6 @@ from PIL import Image
 
 from tao_aoi.cli import UsageError
 from tao_aoi.encoders import BASELINE_DIM, NOT_CACHED_HINT, describe, load_encoder, same_encoder
-from conftest_models import tiny_models  # noqa: F401 - fixture
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")

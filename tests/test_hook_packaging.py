@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from test_hook_redact import SECRETS
 from test_hook_report_check import (REPO, check, hook_env, make_mining_run, make_rca_run,
                                     make_routing_run, rca_report, run_hook, write_event,
@@ -14,9 +16,22 @@ from test_hook_report_check import (REPO, check, hook_env, make_mining_run, make
 from tao_aoi.hooks import report_rules as rr
 
 
+@pytest.fixture(autouse=True)
+def claude_config_dir(tmp_path, monkeypatch):
+    """Transcripts must live under the Claude Code projects folder (or the session's working
+    tree): point CLAUDE_CONFIG_DIR at a throwaway one (the hook env copies os.environ)."""
+    config = tmp_path / "claude-config"
+    (config / "projects" / "-proj").mkdir(parents=True)
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(config))
+    return config
+
+
 def fake_transcript(path: Path) -> Path:
-    """A Claude Code style JSONL transcript with every kind of secret we promise to redact."""
+    """A Claude Code style JSONL transcript with every kind of secret we promise to redact,
+    written as ``<CLAUDE_CONFIG_DIR>/projects/-proj/<path.name>`` (returned)."""
     import base64
+
+    path = Path(os.environ["CLAUDE_CONFIG_DIR"]) / "projects" / "-proj" / path.name
 
     legacy = base64.b64encode(b"abcd1234efgh5678ijkl9012mn:0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b").decode()
     records = [

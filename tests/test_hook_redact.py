@@ -60,11 +60,15 @@ def test_json_escaped_transcript_form(line, secret, kind):
 
 
 def test_json_objects_inside_strings():
-    inner = json.dumps({"env": {"HF_TOKEN": PLAIN, "NGC_API_KEY": PLAIN, "OTHER": "keep-me"}})
+    # an unknown name in an env mapping cannot be judged: its value is masked too (#9)
+    inner = json.dumps({"env": {"HF_TOKEN": PLAIN, "NGC_API_KEY": PLAIN, "OTHER": "mask-me",
+                                "PATH": "/usr/bin:/bin"}, "note": "keep-me"})
     record = json.dumps({"toolUseResult": {"stdout": inner}})
     out = redact_line(record)
-    assert PLAIN not in out and "keep-me" in out
-    assert json.loads(json.loads(out)["toolUseResult"]["stdout"])["env"]["HF_TOKEN"] == "[REDACTED:secret]"
+    assert PLAIN not in out and "mask-me" not in out and "keep-me" in out
+    env = json.loads(json.loads(out)["toolUseResult"]["stdout"])["env"]
+    assert env == {"HF_TOKEN": "[REDACTED:secret]", "NGC_API_KEY": "[REDACTED:secret]",
+                   "OTHER": "[REDACTED:env_value]", "PATH": "/usr/bin:/bin"}
 
 
 def test_harmless_text_is_kept():

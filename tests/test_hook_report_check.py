@@ -111,10 +111,10 @@ def make_rca_run(root: Path, name: str = "exp one") -> Path:
     gaps = pd.DataFrame([{**r, "filepath": f"{exp}/media/{r['input_path']}/{r['object_name']}_Coaxial.jpg",
                           "lighting": "Coaxial", "weakness": 0.5 - r["siamese_score"],
                           "misclassified": False} for r in rows])
-    gaps = gaps[["filepath", "input_path", "object_name", "lighting", "label", "siamese_score",
-                 "weakness", "misclassified"]]
+    gaps = gaps[["filepath", "label", "siamese_score", "weakness", "input_path", "object_name",
+                 "lighting", "misclassified"]]  # the container's four columns, then ours
     gaps.to_parquet(folder / "kpi_gaps.parquet", index=False)
-    (folder / "threshold.txt").write_text(repr(THRESHOLD) + "\n")
+    (folder / "threshold.txt").write_text(str(THRESHOLD))  # the container's str(t), no newline
     metrics = {"threshold": THRESHOLD, "threshold_mode": "sweep", "min_recall": 1.0,
                "top_k_per_label": 50, "selection_mode": "top_k", "precision": 0.8143,
                "recall": 1.0, "f1": 0.8976, "far": 0.0141, "confusion_matrix": CM,
@@ -122,8 +122,9 @@ def make_rca_run(root: Path, name: str = "exp one") -> Path:
                                    "max_weakness": 0.3, "n_misclassified": 1} for lab in LABELS}}
     (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (folder / "weak_samples_breakdown.txt").write_text(
-        "label count pct n_misclassified n_marginal\n"
-        + "".join(f"{lab} 8 20.0% 1 2\n" for lab in LABELS))
+        f"Weak samples breakdown by label (threshold={THRESHOLD}, top_k_per_label=50)\n"
+        f"Total KPI samples: 40\nTotal weak samples kept: 40\n\n"
+        + "".join(f"  {lab}: 8 (20.0%) \u2014 1 misclassified, 7 marginal\n" for lab in LABELS))
     for i in range(rr.RCA_SPOT_CHECK_COUNT):
         write_png(folder / rr.RCA_IMAGES_DIR / f"sample_{i:02d}.png")
     write_png(folder / "score_distribution.png")
@@ -340,6 +341,36 @@ def test_no_pass_alone_does_not_cover_pass(tmp_path):
     folder = make_rca_run(tmp_path)
     out = check(write_rca_report(folder, rca_report(labels=["NO_PASS"] + LABELS[1:])), tmp_path)
     assert "misses label(s) `PASS`" in out
+
+
+def _pin(folder: Path, threshold: float) -> None:
+    m = json.loads((folder / "metrics.json").read_text())
+    m.update(threshold=threshold, threshold_mode="pinned")
+    (folder / "metrics.json").write_text(json.dumps(m))
+
+
+def test_pinned_threshold_needs_no_threshold_file(tmp_path):
+    # the container writes threshold.txt only after a sweep; metrics.json holds a pinned one
+    folder = make_rca_run(tmp_path)
+    _pin(folder, THRESHOLD)
+    (folder / "threshold.txt").unlink()
+    assert check(write_rca_report(folder, rca_report()), tmp_path) == ""
+    out = check(write_rca_report(folder, rca_report(threshold="0.4300")), tmp_path)
+    assert f"Verdict does not state the threshold from metrics.json ({THRESHOLD:.4f})" in out
+
+
+def test_pinned_run_ignores_a_stale_threshold_file(tmp_path):
+    # a sweep, then a pinned run in the same folder on the container (which removes nothing)
+    folder = make_rca_run(tmp_path)
+    _pin(folder, 0.5)
+    assert check(write_rca_report(folder, rca_report(threshold="0.5000")), tmp_path) == ""
+
+
+def test_swept_threshold_file_is_required(tmp_path):
+    folder = make_rca_run(tmp_path)
+    (folder / "threshold.txt").unlink()
+    out = check(write_rca_report(folder, rca_report()), tmp_path)
+    assert "`threshold.txt` is missing (the threshold was swept)" in out
 
 
 def test_threshold_mismatch_in_verdict_and_selection(tmp_path):

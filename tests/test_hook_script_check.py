@@ -124,7 +124,7 @@ def test_missing_path_from_local_runner_and_unset_bank_path(tmp_path):
 
 @pytest.mark.parametrize("marker,expected", [
     (rr.MARK_UNREACHABLE, "skip the visual spot check"),
-    (rr.MARK_WRONG_SIDE, "explicit positive `top_k_per_label"),
+    (rr.MARK_DEGENERATE, "threshold_pinned_by"),
     (rr.MARK_LABEL_FILTER_NOOP, "the label filter did nothing"),
     (rr.MARK_DROPPED_LABELS, "Dropped Labels section"),
     (rr.MARK_MISSING_IMAGES, "kpi_media_path"),

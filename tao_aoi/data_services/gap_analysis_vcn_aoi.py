@@ -128,6 +128,8 @@ def _scores(df, path: Path, score: str) -> np.ndarray:
     import pandas as pd
 
     col = df[score]
+    if len(col) == 0:
+        return np.empty(0, dtype=np.float64)
     if not (pd.api.types.is_float_dtype(col.dtype) or pd.api.types.is_integer_dtype(col.dtype)):
         as_num = pd.to_numeric(col.astype("string[pyarrow]"), errors="coerce")
         bad = np.flatnonzero(as_num.isna().to_numpy())

@@ -80,7 +80,8 @@ def _fmt(x, d=4):
 def _prose(rca_dir: Path, spot: dict) -> dict[str, str]:
     m = json.loads((rca_dir / "metrics.json").read_text(encoding="utf-8"))
     cm = m["confusion_matrix"]
-    thr = (rca_dir / "threshold.txt").read_text(encoding="utf-8").strip()
+    t_file = rca_dir / "threshold.txt"  # written only after a sweep; metrics.json always has it
+    thr = t_file.read_text(encoding="utf-8").strip() if t_file.is_file() else repr(float(m["threshold"]))
     per = m["per_label"]
     no_pass = {k: v for k, v in per.items() if not is_pass_label(k)}
     pass_like = {k: v for k, v in per.items() if is_pass_label(k)}

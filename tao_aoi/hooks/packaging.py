@@ -11,6 +11,22 @@ When a report is written, the results folder gets
 * ``claude_session.jsonl``: the session transcript with credentials redacted (``redact.py``),
   streamed line by line.
 
+Redaction (#9): every file that goes into the bundle is redacted -- transcript, settings,
+specs and the copied plugin files -- by ``redact.Redactor`` (standard library; values found in
+one file are masked in all). When the plugin's Python environment is ready (the venv the
+session-start hook builds, or ``$TAO_SKILL_BANK_PYTHON``) and holds ``detect-secrets``, its
+ruleset runs over the redacted copies as a second opinion and whatever it still finds is
+masked too; when it is not ready, the built-in rules run in their conservative mode (shorter
+high-entropy runs are masked). ``manifest.json`` records per file how many values each rule
+masked (never a value), and which engines ran. A file that is not UTF-8 text is copied only
+from the plugin root; from the results folder or the project it is skipped.
+
+The transcript must be a regular file, not a link, that resolves (every path component)
+inside ``$CLAUDE_CONFIG_DIR/projects``, ``~/.claude/projects`` or the session's working tree
+(the event's ``cwd`` or ``$CLAUDE_PROJECT_DIR``, never ``/`` or the home folder itself), and
+its first line must be a JSON object; otherwise it is not copied and the reason (never its
+content) is reported.
+
 Re-writing the report re-packages in place: the bundle is built in a temporary folder beside
 the destination and swapped in, so no stale file survives and a reader never sees half a bundle.
 
@@ -21,9 +37,10 @@ Symbolic links (decisions):
 * the results folder may be reached through symlinked parents (experiments often live on a
   mounted disk): packaging then works in the folder's real location, and that real folder is
   the root every copied run file must stay inside;
-* a source file that is a symlink is copied only when its target lies inside its root (the
-  results folder, the plugin root, the project dir); otherwise it is skipped and listed under
-  ``skipped`` in the manifest;
+* a source file is copied only when its whole path (every component resolved) lies inside
+  its root (the results folder, the plugin root, the project dir); otherwise it is skipped
+  and listed under ``skipped`` in the manifest; files are opened without following a final
+  link and checked to be the regular file that was resolved;
 * a symlinked transcript is never followed (the session file is then not refreshed: an earlier
   regular copy stays, recorded as ``kept_previous_copy`` in the manifest);
 * an existing ``<family>_config`` or ``claude_session.jsonl`` that is a symlink is replaced as
@@ -34,20 +51,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import subprocess
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
-from ..atomic import atomic_path
-from ..paths import is_within
+from ..paths import PathEscape, is_within, open_regular_within, read_bytes_within
 from . import report_rules as rr
 from .common import plugin_manifest
-from .redact import redact_stream, redact_text
+from .redact import TAG, Redactor
 
 _PLUGIN_FILES = ("versions.yaml", ".claude-plugin/plugin.json", "hooks/hooks.json")
 _SKIP_NAMES = {"__pycache__", ".DS_Store"}
 _MAX_DEPTH = 32
+_SESSION_TMP = ".claude_session.jsonl.part"   # inside the bundle's temp folder, moved out last
+DETECT_SECRETS_ENV = "TAO_AOI_DETECT_SECRETS"  # 0 = do not run detect-secrets
+_DS_TIMEOUT_S = 25.0
+_JSONL_PROBE = 1 << 16
 
 
 def plugin_root() -> Path:
@@ -64,10 +87,16 @@ def _mode(kind: str) -> int:
 
 
 class _Bundle:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, conservative: bool):
         self.tmp = tmp
+        self.conservative = conservative
+        self.known: set[str] = set()          # values masked so far, masked in every file
         self.skipped: list[dict] = []
+        self.redactions: dict[str, Counter] = {}
         self._seen_dirs: set[str] = set()
+
+    def redactor(self) -> Redactor:
+        return Redactor(self.conservative, self.known)
 
     def skip(self, path, reason: str) -> None:
         self.skipped.append({"path": str(path), "reason": reason})
@@ -77,27 +106,39 @@ class _Bundle:
             self.skip(src, "missing")
             return False
         if not is_within(os.path.realpath(src), root):
-            self.skip(src, "symlink to a target outside " + root)
+            self.skip(src, "leads outside " + root + " (a symbolic link on the way)")
             return False
         return True
 
-    def copy_file(self, src: Path, rel: str, root: str) -> None:
+    def copy_file(self, src: Path, rel: str, root: str, trusted_binary: bool = False,
+                  json_doc: bool = False) -> None:
+        """Copy ``src`` redacted to ``rel``; binary files only when ``trusted_binary``."""
         if not self._safe(src, root):
             return
-        if not src.is_file():
-            self.skip(src, "not a regular file")
+        try:
+            data = read_bytes_within(src, root)
+        except PathEscape:
+            self.skip(src, "leads outside " + root + " (a symbolic link on the way)")
+            return
+        except OSError:
+            self.skip(src, "not a readable regular file")
             return
         dest = self.tmp / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
-
-    def write_redacted(self, src: Path, rel: str, root: str) -> None:
-        if not self._safe(src, root) or not src.is_file():
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is None or "\x00" in text:
+            if not trusted_binary:
+                self.skip(src, "not UTF-8 text (cannot be redacted)")
+                return
+            dest.write_bytes(data)
+            self.redactions[rel] = Counter()
             return
-        dest = self.tmp / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(redact_text(src.read_text(encoding="utf-8", errors="replace")),
-                        encoding="utf-8")
+        redactor = self.redactor()
+        dest.write_text(redactor.document(text, json_doc=json_doc), encoding="utf-8")
+        self.redactions[rel] = redactor.counts
 
     def copy_tree(self, src: Path, rel: str, root: str, depth: int = 0) -> None:
         if depth > _MAX_DEPTH or not self._safe(src, root):
@@ -117,7 +158,44 @@ class _Bundle:
             if entry.is_dir():          # follows an inside-root symlink; _safe rejects the rest
                 self.copy_tree(child, f"{rel}/{entry.name}", root, depth + 1)
             else:
-                self.copy_file(child, f"{rel}/{entry.name}", root)
+                self.copy_file(child, f"{rel}/{entry.name}", root, trusted_binary=True)
+
+    def rescan_known(self, paths: dict[str, Path]) -> None:
+        """Mask, in every text file of the bundle, the values found anywhere in it."""
+        for rel, path in paths.items():
+            counts = self.redactions.setdefault(rel, Counter())
+            _rewrite_lines(path, lambda line, r=Redactor(self.conservative, self.known), c=counts:
+                           _count_into(c, r, r._known_values(line)))
+
+
+def _count_into(counts: Counter, redactor: Redactor, text: str) -> str:
+    counts.update(redactor.counts)
+    redactor.counts.clear()
+    return text
+
+
+def _rewrite_lines(path: Path, fix) -> bool:
+    """Apply ``fix`` to every line of a UTF-8 file in place (via a temp file); True if changed."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    if b"\x00" in head:
+        return False
+    changed = False
+    tmp = path.with_name(path.name + ".fix")
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        for raw in src:
+            line = raw.decode("utf-8", "surrogateescape")
+            new = fix(line)
+            changed |= new != line
+            dst.write(new.encode("utf-8", "surrogateescape"))
+    if changed:
+        os.replace(tmp, path)
+    else:
+        os.unlink(tmp)
+    return changed
 
 
 def _digest(path: Path) -> tuple[str, int]:
@@ -139,18 +217,160 @@ def _plugin_identity(root: Path) -> dict:
     return {"name": data.get("name"), "version": data.get("version")}
 
 
-def _copy_session(event: dict, folder: Path, manifest: dict) -> None:
-    dest = folder / rr.SESSION_FILE
+# ---------------------------------------------------------------- detect-secrets
+
+def environment_python(root: Path) -> tuple[str | None, str]:
+    """(python of the plugin's ready environment, or None; why). Never waits for an install:
+    the ``tao-python`` wrapper (which waits) is not used, only a finished venv."""
+    from ..backend import PYTHON_ENV
+    from . import venv
+
+    if os.environ.get(DETECT_SECRETS_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return None, f"disabled ({DETECT_SECRETS_ENV}=0)"
+    given = os.environ.get(PYTHON_ENV, "").strip()
+    from .common import data_dir
+
+    if given and given != str(venv.wrapper_path(data_dir())) and os.path.isfile(given) \
+            and os.access(given, os.X_OK):
+        return given, f"{PYTHON_ENV}={given}"
+    try:
+        deps = venv.dependencies(root / "pyproject.toml", venv.requested_extras())
+    except Exception as exc:  # no pyproject in an installed plugin copy, unknown extra
+        return None, f"environment not found ({type(exc).__name__})"
+    layout = venv.Layout(venv.env_key(deps), data_dir())
+    if layout.ready.is_file() and os.access(layout.python, os.X_OK):
+        return str(layout.python), f"venv {layout.venv}"
+    return None, "the plugin's Python environment is not ready"
+
+
+def _kind(ds_type: str) -> str:
+    return "ds_" + re.sub(r"[^a-z0-9]+", "_", ds_type.lower()).strip("_")
+
+
+def detect_secrets_pass(python: str, files: dict[str, Path], redactions: dict[str, Counter],
+                        known: set[str]) -> dict:
+    """Run detect-secrets on the bundle's redacted text files; mask what it still finds (in
+    every file). Returns the manifest entry for this engine."""
+    rels = list(files)
+    script = Path(__file__).with_name("ds_scan.py")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    try:
+        proc = subprocess.run([python, "-I", str(script), *(str(files[r]) for r in rels)],
+                              capture_output=True, text=True, timeout=_DS_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL, env=env)
+        result = json.loads(proc.stdout) if proc.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        result = None
+    if not isinstance(result, dict):
+        return {"ran": False, "reason": "detect-secrets did not run in the plugin environment "
+                                        "(not installed, failed or too slow)"}
+    values: dict[str, str] = {}
+    for f in result.get("findings", []):
+        value, kind = str(f.get("value", "")), _kind(str(f.get("type", "secret")))
+        if len(value) >= 8:
+            values.setdefault(value, kind)
+        elif len(value) >= 3:       # a regex plugin that reports only the prefix ("ghp")
+            try:
+                line = _line_of(files[rels[int(f["file"])]], int(f["line"]))
+            except (KeyError, ValueError, IndexError, OSError):
+                continue
+            for m in re.finditer(re.escape(value) + r"[A-Za-z0-9_\-+/=.]{8,}", line):
+                values.setdefault(m.group(), kind)
+    if values:
+        known.update(values)
+        forms = {}
+        for v, kind in values.items():
+            forms[v] = kind
+            forms.setdefault(json.dumps(v)[1:-1], kind)
+        pattern = re.compile("|".join(map(re.escape, sorted(forms, key=len, reverse=True))))
+        for rel in rels:
+            counts = redactions.setdefault(rel, Counter())
+
+            def fix(line: str, counts=counts) -> str:
+                def repl(m: re.Match) -> str:
+                    counts[forms[m.group()]] += 1
+                    return TAG.format(forms[m.group()])
+                return pattern.sub(repl, line)
+            _rewrite_lines(files[rel], fix)
+    return {"ran": True, "version": result.get("version"), "values_found": len(values)}
+
+
+def _line_of(path: Path, number: int) -> str:
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for i, line in enumerate(fh, 1):
+            if i == number:
+                return line
+    return ""
+
+
+# ---------------------------------------------------------------- transcript
+
+def transcript_roots(event: dict) -> list[str]:
+    """Real folders a transcript may live in: the Claude Code projects folders and the
+    session's working tree (never ``/`` or the home folder itself)."""
+    home = os.path.realpath(os.path.expanduser("~"))
+    roots = []
+    config = os.environ.get("CLAUDE_CONFIG_DIR", "").strip()
+    if config:
+        roots.append(os.path.join(config, "projects"))
+    roots.append(os.path.join(home, ".claude", "projects"))
+    for tree in (event.get("cwd"), os.environ.get("CLAUDE_PROJECT_DIR")):
+        if isinstance(tree, str) and os.path.isabs(tree):
+            roots.append(tree)
+    out = []
+    for root in roots:
+        real = os.path.realpath(root)
+        if real not in ("/", home) and os.path.isdir(real) and real not in out:
+            out.append(real)
+    return out
+
+
+def open_transcript(event: dict) -> tuple[int | None, str]:
+    """(read-only fd on the session transcript, "") or (None, why it is not copied). The
+    reason never quotes the file."""
     source = event.get("transcript_path")
-    info: dict = {"source": source, "file": rr.SESSION_FILE, "copied": False}
-    manifest["transcript"] = info
     if not isinstance(source, str) or not source:
-        info["reason"] = "no transcript_path in the hook event"
-    elif os.path.islink(source):
-        info["reason"] = "transcript_path is a symbolic link; not followed"
-    elif not os.path.isfile(source):
-        info["reason"] = "transcript not found"
-    if "reason" in info:
+        return None, "no transcript_path in the hook event"
+    if not os.path.isabs(source):
+        return None, "transcript_path is not an absolute path"
+    if os.path.islink(source):
+        return None, "transcript_path is a symbolic link; not followed"
+    if not os.path.lexists(source):
+        return None, "transcript not found"
+    roots = [r for r in transcript_roots(event) if is_within(os.path.realpath(source), r)]
+    if not roots:
+        return None, ("transcript_path does not lie (every link resolved) inside the Claude Code "
+                      "projects folder or the session's working tree")
+    try:
+        fd = open_regular_within(source, roots[0], "transcript")
+    except PathEscape:
+        return None, "transcript_path leads outside its folder through a symbolic link"
+    except OSError:
+        return None, "transcript is not a readable regular file"
+    head = os.pread(fd, _JSONL_PROBE, 0)
+    first = head.split(b"\n", 1)[0].strip()
+    ok = False
+    if first.startswith(b"{"):
+        try:
+            ok = isinstance(json.loads(first), dict)
+        except ValueError:
+            ok = b"\n" not in head          # one line longer than the probe: judged by its start
+    elif not head.strip():
+        ok = True                           # an empty session so far
+    if not ok:
+        os.close(fd)
+        return None, "transcript does not look like a JSONL session transcript"
+    return fd, ""
+
+
+def _copy_session(event: dict, folder: Path, bundle: _Bundle, manifest: dict) -> Path | None:
+    """Redact the transcript into the bundle's temp folder; the caller moves it out."""
+    dest = folder / rr.SESSION_FILE
+    info: dict = {"source": event.get("transcript_path"), "file": rr.SESSION_FILE, "copied": False}
+    manifest["transcript"] = info
+    fd, reason = open_transcript(event)
+    if fd is None:
+        info["reason"] = reason
         # Keep an earlier copy from this folder (it is still this run's session, only shorter);
         # a link is never left in place.
         if os.path.islink(dest):
@@ -158,16 +378,16 @@ def _copy_session(event: dict, folder: Path, manifest: dict) -> None:
         elif os.path.isfile(dest):
             info["kept_previous_copy"] = True
             info["sha256"], info["size"] = _digest(dest)
-        return
-    with atomic_path(dest) as tmp:   # the rename replaces a symlink entry, never its target
-        with open(source, "rb") as src, open(tmp, "wb") as dst:
-            info["lines"] = redact_stream(src, dst)
-        os.chmod(tmp, _mode("file"))
-        if os.path.isdir(dest) and not os.path.islink(dest):
-            shutil.rmtree(dest)
-    info["copied"] = True
-    info["sha256"], info["size"] = _digest(dest)
+        return None
+    part = bundle.tmp / _SESSION_TMP
+    redactor = bundle.redactor()
+    with os.fdopen(fd, "rb") as src, open(part, "wb") as dst:
+        info["lines"] = redactor.stream(src, dst)
+    bundle.redactions[rr.SESSION_FILE] = redactor.counts
+    return part
 
+
+# ---------------------------------------------------------------- package
 
 def package(report: Path, family: str, event: dict) -> list[str]:
     """Build ``<family>_config/`` and ``claude_session.jsonl`` beside ``report``.
@@ -183,6 +403,7 @@ def package(report: Path, family: str, event: dict) -> list[str]:
     folder = Path(os.path.realpath(report.parent))
     root = plugin_root()
     plugin_real = os.path.realpath(root)
+    python, why = environment_python(root)
     manifest: dict = {
         "plugin": _plugin_identity(root),
         "family": family,
@@ -193,30 +414,59 @@ def package(report: Path, family: str, event: dict) -> list[str]:
         "session_id": event.get("session_id"),
         "plugin_root": str(root),
     }
-    _copy_session(event, folder, manifest)
-
     tmp = Path(tempfile.mkdtemp(prefix=f".{config_name}.", suffix=".tmp", dir=folder))
     try:
-        bundle = _Bundle(tmp)
-        bundle.copy_tree(root / "skills" / rr.SKILLS[family], rr.SKILLS[family], plugin_real)
-        for rel in _PLUGIN_FILES:
-            bundle.copy_file(root / rel, rel, plugin_real)
-        for spec in sorted(folder.glob("*_spec.yaml")):
-            bundle.copy_file(spec, f"specs/{spec.name}", str(folder))
+        bundle = _Bundle(tmp, conservative=python is None)
         project = os.environ.get("CLAUDE_PROJECT_DIR") or event.get("cwd")
         if isinstance(project, str) and project and os.path.isdir(project):
             project_real = os.path.realpath(project)
             for settings in sorted(Path(project, ".claude").glob("settings*.json")):
-                bundle.write_redacted(settings, f"project_settings/{settings.name}", project_real)
+                bundle.copy_file(settings, f"project_settings/{settings.name}", project_real,
+                                 json_doc=True)
+        for spec in sorted(folder.glob("*_spec.yaml")):
+            bundle.copy_file(spec, f"specs/{spec.name}", str(folder))
+        bundle.copy_tree(root / "skills" / rr.SKILLS[family], rr.SKILLS[family], plugin_real)
+        for rel in _PLUGIN_FILES:
+            bundle.copy_file(root / rel, rel, plugin_real, trusted_binary=True)
+        session = _copy_session(event, folder, bundle, manifest)
+
+        text_files = {rel: tmp / rel for rel in bundle.redactions if (tmp / rel).is_file()}
+        if session is not None:
+            text_files[rr.SESSION_FILE] = session
+        engines: dict = {"builtin": {"mode": "conservative" if python is None else "standard"}}
+        if python is not None:
+            engines["detect_secrets"] = detect_secrets_pass(python, text_files, bundle.redactions,
+                                                            bundle.known)
+        else:
+            engines["detect_secrets"] = {"ran": False, "reason": why}
+        bundle.rescan_known(text_files)
+        manifest["redaction"] = {
+            "engines": engines,
+            "masked_total": sum(sum(c.values()) for c in bundle.redactions.values()),
+            "note": "per file: how many values each rule masked; the values are never recorded",
+        }
         files = []
-        for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        for path in sorted(p for p in tmp.rglob("*") if p.is_file() and p != session):
+            rel = path.relative_to(tmp).as_posix()
             sha, size = _digest(path)
-            files.append({"path": path.relative_to(tmp).as_posix(), "sha256": sha, "size": size})
+            files.append({"path": rel, "sha256": sha, "size": size,
+                          "redactions": dict(sorted(bundle.redactions.get(rel, Counter()).items()))})
         manifest["files"] = files
         manifest["skipped"] = bundle.skipped
+        if session is not None:
+            info = manifest["transcript"]
+            info["redactions"] = dict(sorted(bundle.redactions[rr.SESSION_FILE].items()))
+            os.chmod(session, _mode("file"))
+            info["sha256"], info["size"] = _digest(session)
+            info["copied"] = True
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         for path in [tmp, *tmp.rglob("*")]:
             os.chmod(path, _mode("dir" if path.is_dir() else "file"))
+        if session is not None:
+            dest = folder / rr.SESSION_FILE
+            if os.path.isdir(dest) and not os.path.islink(dest):
+                shutil.rmtree(dest)
+            os.replace(session, dest)    # replaces a symlink entry, never writes through it
         _swap_in(tmp, folder / config_name)
     finally:
         if tmp.exists():

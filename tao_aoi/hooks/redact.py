@@ -1,210 +1,450 @@
 """Mask credentials in text before it is copied next to a report (standard library only).
 
-Every match becomes ``[REDACTED:<kind>]``. The rules err on the side of masking: a
-provenance bundle is shared with people who must never see a key. They cover
+Every masked value becomes ``[REDACTED:<rule>]``; a :class:`Redactor` counts the masks per
+rule (the bundle manifest records those counts, never a value). The rules err on the side of
+masking: a provenance bundle is shared with people who must never see a key.
 
-* token shapes: NGC ``nvapi-...`` keys and the older base64 NGC keys (they decode to
-  ``<id>:<uuid>``), Hugging Face ``hf_...``, OpenAI ``sk-...`` / ``sk-proj-...``,
-  Anthropic ``sk-ant-...``, AWS access key ids ``AKIA...`` / ``ASIA...``;
-* assignments whose name ends in ``_TOKEN``, ``_KEY``, ``_SECRET``, or holds ``PASSWORD``
-  (``export HF_TOKEN=...``, ``NGC_API_KEY: ...``, ``"HF_TOKEN": "..."``), also in the
-  JSON-escaped form found inside transcript strings (``\\"HF_TOKEN\\": \\"...\\"``,
-  ``...=value\\n``), plus ``aws_secret_access_key`` values and ``--password`` arguments;
-* ``Authorization: Bearer|Basic|Token ...`` headers.
+What is judged, in this order, on every piece of text:
 
-Values that are variable references (``$NGC_API_KEY``, ``${HF_TOKEN}``) are not secrets and
-stay. Work is done on bytes, line by line (:func:`redact_stream`), so a large transcript never
-sits in memory whole and odd encodings pass through untouched. Speed (a 50 MB transcript must
-take well under 2 s): cheap substring tests skip each regex on lines that cannot match, the
-assignment rule is anchored on its keyword (the name is checked in Python, walking back), and
-base64 runs are found on a translated copy of the line in one linear pass.
+* **JSON is judged decoded.** A transcript line (or a settings file) that parses as JSON is
+  walked: every string is judged after ``\\uXXXX`` and ``\\n`` escapes are decoded (so a PEM
+  block whose newlines are JSON-escaped, or a key spelled in ``\\u`` escapes, is seen as it
+  is), the value of a key with a secret-like name (``*_TOKEN``, ``*_KEY``, ``*_SECRET``,
+  ``*_CRED``, ``password``, ``apiKeyHelper``, ``DATABASE_URL``, ``private_key``...) is masked
+  whole, every value of an ``env`` mapping whose name is not known to be harmless is masked
+  whole (``env_value``), and a string that itself holds JSON is walked the same way. A line
+  that changed is written back as compact JSON; an unchanged line is copied byte for byte.
+* **Token shapes**: PEM private keys (whole block, also unterminated), JWTs, GitHub
+  ``ghp_/gho_/ghu_/ghs_/ghr_/github_pat_``, GitLab, Slack ``xox*`` and webhooks, AWS key ids,
+  Google API / OAuth keys, Stripe, npm, PyPI, SendGrid, Twilio, Mailgun, DigitalOcean,
+  Shopify, Databricks, Telegram, NGC ``nvapi-`` and legacy base64 NGC keys, Hugging Face,
+  OpenAI, Anthropic.
+* **Places**: ``user:password@`` in any URL, ``Authorization:`` / ``Bearer`` headers,
+  ``curl -u user:pass``, ``NAME=value`` / ``NAME: value`` / ``"NAME": "value"`` (also
+  JSON-escaped, also with the value on the next, indented line) and ``--name value`` /
+  ``--name=value`` flags whose name is secret-like, ``docker login ... -p value``, and
+  ``env:`` blocks of YAML files.
+* **Entropy**: a long run of base64/base62 characters with upper case, lower case and digits
+  and a high Shannon entropy (not hex: sha256 digests stay; not a UUID; not a path).
+  In the conservative mode (``Redactor(conservative=True)``, used when the plugin's Python
+  environment with ``detect-secrets`` is not ready) shorter runs are masked too.
+
+Values that are variable references (``$NGC_API_KEY``, ``${HF_TOKEN}``) or placeholders are
+not secrets and stay. Values found once are remembered (``Redactor.known``) and masked
+wherever they appear again in the same bundle.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import json
+import math
 import re
-from typing import IO, Callable
+from collections import Counter
+from typing import IO, Iterable
 
-_TAG = "[REDACTED:{}]"
+TAG = "[REDACTED:{}]"
+_TAG_PREFIX = "[REDACTED"
 
-# Token shapes, most specific first (sk-ant- before sk-): (kind, lower-case needles, pattern)
-_SHAPES: list[tuple[bytes, tuple[bytes, ...], re.Pattern]] = [
-    (b"ngc_key", (b"nvapi-",), re.compile(rb"nvapi-[A-Za-z0-9_\-]{16,}")),
-    (b"anthropic_key", (b"sk-",), re.compile(rb"sk-ant-[A-Za-z0-9_\-]{16,}")),
-    (b"openai_key", (b"sk-",), re.compile(
-        rb"(?<![A-Za-z0-9_\-])sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}")),
-    (b"hf_token", (b"hf_",), re.compile(rb"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{20,}")),
-    (b"aws_access_key_id", (b"akia", b"asia"), re.compile(
-        rb"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])")),
+# ---------------------------------------------------------------- token shapes (kind, regex)
+_SHAPES: list[tuple[str, str]] = [
+    ("private_key", r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END[ A-Z0-9]*-----|\Z)"),
+    ("jwt", r"(?<![\w-])eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
+    ("github_token", r"(?<![A-Za-z0-9])(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"),
+    ("gitlab_token", r"(?<![A-Za-z0-9])gl(?:pat|ptt|dt|rt)-[A-Za-z0-9_-]{20,}"),
+    ("slack_token", r"(?<![A-Za-z0-9])xox[abposre]-[A-Za-z0-9-]{10,}"),
+    ("slack_webhook", r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
+    ("aws_access_key_id", r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|A3T[A-Z0-9])"
+                          r"[A-Z0-9]{16}(?![A-Z0-9])"),
+    ("google_api_key", r"(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{35}"),
+    ("google_oauth", r"(?<![A-Za-z0-9])(?:ya29\.[0-9A-Za-z_-]{20,}|GOCSPX-[0-9A-Za-z_-]{20,}"
+                     r"|1//0[0-9A-Za-z_-]{30,})"),
+    ("stripe_key", r"(?<![A-Za-z0-9])(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}"),
+    ("npm_token", r"(?<![A-Za-z0-9])npm_[A-Za-z0-9]{36}"),
+    ("pypi_token", r"(?<![A-Za-z0-9])pypi-AgE[A-Za-z0-9_-]{40,}"),
+    ("sendgrid_key", r"(?<![A-Za-z0-9])SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"),
+    ("twilio_key", r"(?<![A-Za-z0-9])SK[0-9a-fA-F]{32}(?![0-9a-fA-F])"),
+    ("mailgun_key", r"(?<![A-Za-z0-9])key-[0-9a-zA-Z]{32}"),
+    ("digitalocean_token", r"(?<![A-Za-z0-9])do[opr]_v1_[a-f0-9]{64}"),
+    ("shopify_token", r"(?<![A-Za-z0-9])shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"),
+    ("databricks_token", r"(?<![A-Za-z0-9])dapi[a-f0-9]{32}"),
+    ("telegram_token", r"(?<![0-9])[0-9]{8,10}:AA[A-Za-z0-9_-]{33}"),
+    ("ngc_key", r"nvapi-[A-Za-z0-9_-]{16,}"),
+    ("anthropic_key", r"sk-ant-[A-Za-z0-9_-]{16,}"),
+    ("openai_key", r"(?<![A-Za-z0-9_-])sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
+    ("hf_token", r"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{20,}"),
 ]
+_SHAPE_RE = re.compile("|".join(f"(?P<s{i}>{p})" for i, (_, p) in enumerate(_SHAPES)), re.S)
+_SHAPE_KIND = {f"s{i}": kind for i, (kind, _) in enumerate(_SHAPES)}
 
-# Older NGC API keys: base64 of "<alphanumeric id>:<uuid>" (about 84 characters).
-_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_B64_MASK = bytes(ord("a") if c in _B64_ALPHABET else ord(" ") for c in range(256))
-_B64_MIN, _B64_MAX = 56, 120
+# A quoted or bare value, in plain or JSON-escaped form.
+_VALUE = (r"(?:\\\"(?P<v1>(?:[^\\\"\n]|\\[^\"\n])*?)\\\""   # \"...\"  (inside a JSON string)
+          r"|\"(?P<v2>[^\"\\\n]*(?:\\.[^\"\\\n]*)*)\""     # "..."
+          r"|'(?P<v3>[^'\n]*)'"                            # '...'
+          r"|(?P<v4>[^\s\"'\\;&|,}<>)\]]+))")
+_VGROUPS = ("v1", "v2", "v3", "v4")
+
+_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]{1,30}://[^\s/:@'\"\\<>]*:(?P<v4>[^\s@'\"\\<>/]+)@")
+_URL_USER_TOKEN = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]{1,30}://(?P<v4>[A-Za-z0-9_\-.~]{20,})@")
+_AUTH = re.compile(r"(?i)\bauthorization\\?[\"']?[ \t]*[:=][ \t]*\\?[\"']?[ \t]*"
+                   r"(?:(?:bearer|basic|token|digest|apikey)[ \t]+)?"
+                   r"(?!(?:bearer|basic|token|digest|apikey)[ \t])(?P<v4>[A-Za-z0-9._~+/=\-]{6,})")
+_BEARER = re.compile(r"(?i)\b(?:bearer|token)[ \t]+(?P<v4>(?=[A-Za-z0-9._~+/=\-]*[0-9])"
+                     r"[A-Za-z0-9._~+/=\-]{12,})")
+_CURL_USER = re.compile(r"(?<![\w-])(?:-u|--user)[ \t=]+\\?[\"']?[^\s:\"'\\]+:(?P<v4>[^\s\"'\\]+)")
+_LOGIN_P = re.compile(r"(?<![A-Za-z0-9_])login\b[^\n]*?[ \t]-p[ \t]+" + _VALUE)
+_FLAG = re.compile(r"(?<![\w-])--(?P<name>[A-Za-z][A-Za-z0-9_\-]*)(?:=|[ \t]+)" + _VALUE)
+_ASSIGN = re.compile(
+    r"(?<![A-Za-z0-9_.\-])(?P<name>[A-Za-z0-9_.\-]*(?:tok|key|secret|pass|pwd|cred|auth|dsn|"
+    r"database_url|connection_?string|cookie|private)[A-Za-z0-9_.\-]*)(?P<q>\\?[\"']?)"
+    r"[ \t]*(?P<sep>=|:)[ \t]*(?:\r?\n[ \t]+(?=\S))?" + _VALUE, re.I)
+_RUN = re.compile(r"(?<![A-Za-z0-9+/=_\-.])[A-Za-z0-9+/_\-]{%d,}={0,2}(?![A-Za-z0-9+/=_\-])")
+_LEGACY_NGC_RUN = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{56,120}={0,2}")
 _LEGACY_NGC_PLAIN = re.compile(
     rb"[A-Za-z0-9]{8,64}:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_HEX = re.compile(r"(?:0x)?[0-9a-fA-F]+")
+_BENIGN_PREFIXES = ("msg_", "toolu_", "srvtoolu_", "req_", "call_", "chatcmpl-", "file_")
+_PEM_BEGIN = re.compile(r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----")
+_PEM_END = re.compile(r"-----END[ A-Z0-9]*-----")
+_YAML_ENV = re.compile(r"^(?P<ind>[ \t]*)(?:-[ \t]+)?(?:env|environment|extraEnv|environmentVariables"
+                       r"|env_vars|envs)[ \t]*:[ \t]*(?:#.*)?$", re.I)
+_YAML_ENV_ITEM = re.compile(r"^(?P<ind>[ \t]*)(?:-[ \t]+)?(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)[ \t]*[:=][ \t]*"
+                            + _VALUE)
 
-# A quoted or bare value, in plain or JSON-escaped form; ``g`` prefixes the group names.
-def _value(g: str) -> bytes:
-    return (rb"(?:\\\"(?P<%s1>(?:[^\\\"\n]|\\[^\"\n])*?)\\\""      # \"...\"  (inside a JSON string)
-            rb"|\"(?P<%s2>[^\"\\\n]*(?:\\.[^\"\\\n]*)*)\""      # "..."
-            rb"|'(?P<%s3>[^'\n]*)'"                             # '...'
-            rb"|(?P<%s4>[^\s\"'\\;&|,}<>)]+))") % ((g.encode(),) * 4)
-
-
-_VALUE = _value("v")
-# Anchored on the keyword; the full name (walking back) is judged by _secret_name.
-_ASSIGN = re.compile(rb"(?:token|key|secret|passwd|password)(?![A-Za-z0-9_])(?P<q>\\?[\"']?)"
-                     rb"[ \t]*(?:=|:)[ \t]*" + _VALUE, re.IGNORECASE)
-_ASSIGN_HINTS = (b"token", b"key", b"secret", b"passw")
-_NAME_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
-_PASSWORD_ARG = re.compile(
-    rb"(?<=--)passw(?:or)?d(?:=|[ \t]+)" + _VALUE
-    + rb"|(?<![A-Za-z0-9_])login\b[^\n]*?[ \t]-p[ \t]+" + _value("w"))
-_AUTH = re.compile(
-    rb"authorization\\?[\"']?[ \t]*[:=][ \t]*\\?[\"']?[ \t]*(?:bearer|basic|token)[ \t]+"
-    rb"(?P<v4>[A-Za-z0-9._~+/=\-]+)", re.IGNORECASE)
-
-
-def _secret_name(name: bytes) -> bool:
-    upper = name.upper().lstrip(b"-.")
-    return (upper.endswith((b"_TOKEN", b"_KEY", b"_SECRET", b"APIKEY"))
-            or b"PASSWORD" in upper or b"PASSWD" in upper
-            or upper in (b"TOKEN", b"SECRET", b"PASSWORD", b"PASSWD"))
-
-
-def _value_span(match: re.Match) -> tuple[int, int] | None:
-    groups = match.groupdict()
-    for group in ("v1", "v2", "v3", "v4", "w1", "w2", "w3", "w4"):
-        if groups.get(group) is not None:
-            value = groups[group]
-            if not value or value.startswith((b"$", b"[REDACTED")):
-                return None
-            return match.span(group)
-    return None
-
-
-def _positions(lower: bytes, needles: tuple[bytes, ...], cache: dict) -> list[int]:
-    found = set()
-    for needle in needles:
-        if needle not in cache:     # several rules share a needle: scan for it once
-            hits, pos = [], lower.find(needle)
-            while pos >= 0:
-                hits.append(pos)
-                pos = lower.find(needle, pos + 1)
-            cache[needle] = hits
-        found.update(cache[needle])
-    return sorted(found)
+# ---------------------------------------------------------------- names
+_SECRET_PARTS = frozenset({
+    "TOKEN", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PWD", "PASSPHRASE", "CRED",
+    "CREDS", "CREDENTIAL", "CREDENTIALS", "APIKEY", "AUTH", "COOKIE", "DSN", "PRIVATEKEY",
+    "ACCESSKEY", "SECRETKEY", "ACCOUNTKEY", "SIGNINGKEY", "AUTHTOKEN", "ACCESSTOKEN"})
+_SECRET_SUFFIXES = ("_KEY", "APIKEY", "ACCESSKEY", "SECRETKEY", "ACCOUNTKEY", "PRIVATEKEY",
+                    "TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEYHELPER", "_CRED", "_CREDS",
+                    "CREDENTIALS", "PASSPHRASE")
+_SECRET_NAMES = frozenset({"DATABASE_URL", "DB_URL", "CONNECTION_STRING", "CONNECTIONSTRING",
+                           "SQLALCHEMY_DATABASE_URI", "REDIS_URL", "MONGO_URL", "MONGODB_URI",
+                           "SENTRY_DSN", "APIKEYHELPER"})
+# Names that look secret-like but hold no secret (JSON keys of transcripts, code, configs).
+_HARMLESS_NAMES = frozenset({
+    "KEY", "KEYS", "SORT_KEY", "PRIMARY_KEY", "FOREIGN_KEY", "CACHE_KEY", "GROUP_KEY",
+    "PARTITION_KEY", "DICT_KEY", "MAP_KEY", "KEY_COLUMN", "KEY_PATH", "KEY_FILE", "KEYFILE",
+    "TOKENIZER", "TOKENS", "MAX_TOKENS", "INPUT_TOKENS", "OUTPUT_TOKENS", "AUTHOR", "AUTHORS",
+    "PASS_RATE", "PASSED", "PASSES", "BYPASS", "PASSTHROUGH", "TOKEN_TYPE", "TOKEN_COUNT",
+    "KEY_ID", "PUBLIC_KEY", "PUBKEY", "PASS_AT_K", "AUTH_TYPE", "AUTH_METHOD"})
+# Environment variables that never hold a secret (their values still go through every rule).
+SAFE_ENV = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TERM", "SHELL",
+    "TZ", "TMPDIR", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV",
+    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+    "RCA_HOOKS", "ROUTING_HOOKS", "MINING_HOOKS", "TAO_SKILL_BANK_PATH", "TAO_SKILL_BANK_PYTHON",
+    "TAO_AOI_BOOTSTRAP", "TAO_AOI_EXTRAS", "CLAUDE_PLUGIN_ROOT", "CLAUDE_PLUGIN_DATA",
+    "CLAUDE_PROJECT_DIR", "CLAUDE_CONFIG_DIR", "MAX_THINKING_TOKENS", "BASH_DEFAULT_TIMEOUT_MS",
+    "BASH_MAX_TIMEOUT_MS", "DISABLE_TELEMETRY", "DISABLE_AUTOUPDATER", "NODE_ENV", "DEBUG",
+    "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "DOCKER_HOST", "NO_PROXY", "no_proxy"})
+_ENV_KEYS = frozenset({"env", "environment", "extraenv", "environmentvariables", "env_vars", "envs"})
+_TRIVIAL = re.compile(r"(?i)(?:[01]|true|false|yes|no|on|off|none|null|-?\d{1,6})")
+# JSON keys of a transcript whose string values are identifiers or signatures, not credentials:
+# they skip the entropy rule only (shapes, URLs and names still apply).
+_ID_KEYS = frozenset({"uuid", "parentUuid", "sessionId", "session_id", "requestId", "id",
+                      "tool_use_id", "message_id", "leafUuid", "signature", "sha256", "sha",
+                      "hash", "digest", "etag", "checksum", "timestamp", "logicalParentUuid"})
 
 
-def _apply(data: bytes, cache: dict, needles: tuple[bytes, ...], pattern: re.Pattern,
-           kind: bytes, value_only: bool = False,
-           accept: Callable[[bytes, re.Match], bool] | None = None) -> bytes:
-    """Replace the matches of ``pattern`` that start where a needle occurs in ``lower``.
-
-    Anchoring every rule on its literal needle keeps the cost to a few substring scans: a
-    regex search tried at every position of a long transcript line costs many times more."""
-    out, last = [], 0
-    tag = b"[REDACTED:" + kind + b"]"
-    for pos in _positions(cache["lower"], needles, cache):
-        if pos < last:
-            continue
-        match = pattern.match(data, pos)
-        if match is None or (accept is not None and not accept(data, match)):
-            continue
-        span = _value_span(match) if value_only else match.span()
-        if span is None or span[0] < last:
-            continue
-        out += [data[last:span[0]], tag]
-        last = span[1]
-    if not out:
-        return data
-    out.append(data[last:])
-    data = b"".join(out)
-    cache.clear()                   # positions moved: rescan the new text
-    cache["lower"] = data.lower()
-    return data
+def _secret_name(name: str) -> bool:
+    upper = name.upper().replace("-", "_").strip("_.\"'\\")
+    upper = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.strip("-_.\"'\\")).upper().replace("-", "_") \
+        if any(c.islower() for c in name) and any(c.isupper() for c in name) else upper
+    if not upper or upper in _HARMLESS_NAMES or upper.split(".")[-1] in _HARMLESS_NAMES:
+        return False
+    flat = upper.replace("_", "").replace(".", "")
+    if upper in _SECRET_NAMES or flat in _SECRET_NAMES:
+        return True
+    parts = set(re.split(r"[_.]+", upper))
+    if parts & _SECRET_PARTS:
+        return True
+    return upper.endswith(_SECRET_SUFFIXES) or flat.endswith(
+        ("APIKEY", "ACCESSKEY", "SECRETKEY", "PRIVATEKEY", "ACCOUNTKEY", "TOKEN", "SECRET",
+         "PASSWORD", "KEYHELPER")) or "PRIVATEKEY" in flat
 
 
-def _assignment_name_ok(line: bytes, match: re.Match) -> bool:
-    start = match.start()
-    while start > 0 and line[start - 1] in _NAME_CHARS:
-        start -= 1
-    return _secret_name(line[start:match.start("q")])
+def _placeholder(value: str) -> bool:
+    v = value.strip()
+    return (not v or v.startswith(("$", _TAG_PREFIX, "<", "%", "{{")) or v in ("***", "...", "xxx")
+            or bool(_TRIVIAL.fullmatch(v)))
 
 
-def _legacy_ngc(data: bytes) -> bytes:
-    # Runs of base64 characters show up as runs of "a" in the mask; bytes.find walks them in C.
-    mask = data.translate(_B64_MASK)
-    run = b"a" * _B64_MIN
-    out, last = [], 0
-    start = mask.find(run)
-    while start >= 0:
-        end = mask.find(b" ", start)
-        end = len(mask) if end < 0 else end
-        if end - start <= _B64_MAX:
-            pad = end
-            while pad < len(data) and pad - end < 2 and data[pad] == 61:   # '=' padding
-                pad += 1
-            try:
-                plain = base64.b64decode(data[start:pad] + b"=" * (-(pad - start) % 4), validate=True)
-            except (binascii.Error, ValueError):
-                plain = b""
-            if _LEGACY_NGC_PLAIN.fullmatch(plain):
-                out += [data[last:start], b"[REDACTED:ngc_key]"]
-                last = pad
-        start = mask.find(run, end)
-    if not out:
-        return data
-    out.append(data[last:])
-    return b"".join(out)
+def _entropy(s: str) -> float:
+    n = len(s)
+    return -sum(c / n * math.log2(c / n) for c in Counter(s).values())
 
 
-def redact_bytes(data: bytes) -> bytes:
-    """Return ``data`` (one line or a block of whole lines) with every credential replaced.
-
-    No rule matches across a newline, so a block gives the same result as its lines one by one."""
-    cache = {"lower": data.lower()}
-    for kind, needles, pattern in _SHAPES:
-        data = _apply(data, cache, needles, pattern, kind)
-    data = _apply(data, cache, (b"authorization",), _AUTH, b"authorization", True)
-    data = _apply(data, cache, _ASSIGN_HINTS, _ASSIGN, b"secret", True, _assignment_name_ok)
-    data = _apply(data, cache, (b"passw", b"login"), _PASSWORD_ARG, b"password", True)
-    if len(data) >= _B64_MIN:
-        data = _legacy_ngc(data)
-    return data
+def _legacy_ngc(run: str) -> bool:
+    try:
+        plain = base64.b64decode(run + "=" * (-len(run) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return bool(_LEGACY_NGC_PLAIN.fullmatch(plain))
 
 
-def redact_line(line: str) -> str:
-    """Text form of :func:`redact_bytes` (undecodable bytes survive via surrogateescape)."""
-    return redact_bytes(line.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")
+class Redactor:
+    """Redacts texts of one bundle; ``counts[rule]`` says how many values each rule masked.
+
+    ``conservative`` (the plugin environment with detect-secrets is not ready): the entropy
+    rule masks runs from 20 characters on instead of 32, so more is masked, never less."""
+
+    def __init__(self, conservative: bool = True, known: set[str] | None = None):
+        self.conservative = conservative
+        self.counts: Counter = Counter()
+        # shared between the redactors of one bundle: a value found in one file is masked in all
+        self.known: set[str] = known if known is not None else set()
+        self._run = _RUN.pattern % (20 if conservative else 32)
+        self._run_re = re.compile(self._run)
+        self._known_re: re.Pattern | None = None
+        self._known_size = -1
+
+    # ------------------------------------------------------------ helpers
+    def _mask(self, kind: str, value: str = "") -> str:
+        self.counts[kind] += 1
+        if len(value) >= 8 and "[REDACTED" not in value:
+            self.known.add(value)
+        return TAG.format(kind)
+
+    def _sub_value(self, text: str, pattern: re.Pattern, kind: str, name_check: bool = False) -> str:
+        out, last = [], 0
+        for m in pattern.finditer(text):
+            if name_check and not _secret_name(m.group("name")):
+                continue
+            group = next((g for g in _VGROUPS if m.groupdict().get(g) is not None), None)
+            if group is None:
+                continue
+            value = m.group(group)
+            if _placeholder(value) or m.start(group) < last:
+                continue
+            out += [text[last:m.start(group)], self._mask(kind, value)]
+            last = m.end(group)
+        if not out:
+            return text
+        out.append(text[last:])
+        return "".join(out)
+
+    def _shapes(self, text: str) -> str:
+        def repl(m: re.Match) -> str:
+            return self._mask(_SHAPE_KIND[m.lastgroup], m.group())
+        return _SHAPE_RE.sub(repl, text)
+
+    def _entropy_runs(self, text: str) -> str:
+        def repl(m: re.Match) -> str:
+            run = m.group()
+            core = run.rstrip("=")
+            if _legacy_ngc(core):
+                return self._mask("ngc_key", run)
+            if (run.startswith(_BENIGN_PREFIXES) or _HEX.fullmatch(core) or _UUID.search(core)
+                    or run.startswith(("/", "-", "_")) or "__" in run):
+                return run
+            if not (any(c.isdigit() for c in core) and any(c.islower() for c in core)
+                    and any(c.isupper() for c in core)):
+                return run
+            # paths and dotted names: every segment a short word
+            segments = re.split(r"[/_\-]+", core)
+            if len(segments) >= 3 and max(map(len, segments)) < 16 and len(core) < 64:
+                return run
+            limit = 3.5 if self.conservative else 4.0
+            if _entropy(core) < limit:
+                return run
+            return self._mask("high_entropy", run)
+        return self._run_re.sub(repl, text)
+
+    def _known_values(self, text: str) -> str:
+        if not self.known:
+            return text
+        if self._known_size != len(self.known):
+            values = sorted(self.known, key=len, reverse=True)
+            forms = set()
+            for v in values:
+                forms.add(v)
+                forms.add(json.dumps(v)[1:-1])
+            self._known_re = re.compile("|".join(map(re.escape, sorted(forms, key=len, reverse=True))))
+            self._known_size = len(self.known)
+        if not any(v[:8] in text or json.dumps(v)[1:9] in text for v in self.known):
+            return text
+        return self._known_re.sub(lambda m: self._mask("known_value"), text)
+
+    # ------------------------------------------------------------ text
+    def text(self, text: str, skip_entropy: bool = False) -> str:
+        """Redact free text (one line or many)."""
+        if not text:
+            return text
+        text = self._shapes(text)
+        if len(text) >= 56:
+            text = _LEGACY_NGC_RUN.sub(
+                lambda m: self._mask("ngc_key", m.group()) if _legacy_ngc(m.group().rstrip("="))
+                else m.group(), text)
+        text = self._sub_value(text, _URL_PASSWORD, "url_password")
+        text = self._sub_value(text, _URL_USER_TOKEN, "url_password")
+        text = self._sub_value(text, _AUTH, "authorization")
+        text = self._sub_value(text, _BEARER, "authorization")
+        text = self._sub_value(text, _CURL_USER, "password")
+        text = self._sub_value(text, _LOGIN_P, "password")
+        text = self._sub_value(text, _FLAG, "password", name_check=True)
+        text = self._sub_value(text, _ASSIGN, "secret", name_check=True)
+        if "\n" in text and ("env" in text.lower()):
+            text = self._yaml_env(text)
+        if not skip_entropy:
+            text = self._entropy_runs(text)
+        return self._known_values(text)
+
+    def _yaml_env(self, text: str) -> str:
+        lines = text.splitlines(keepends=True)
+        env_indent = None
+        for i, line in enumerate(lines):
+            stripped = line.strip()
+            if env_indent is not None:
+                indent = len(line) - len(line.lstrip(" \t"))
+                if stripped and indent <= env_indent and not stripped.startswith("-"):
+                    env_indent = None
+                elif stripped and indent <= env_indent and stripped.startswith("-") and indent < env_indent:
+                    env_indent = None
+            if env_indent is not None and stripped:
+                m = _YAML_ENV_ITEM.match(line)
+                if m and m.group("name").upper() not in SAFE_ENV:
+                    group = next((g for g in _VGROUPS if m.group(g) is not None), None)
+                    if group and not _placeholder(m.group(group)):
+                        lines[i] = (line[:m.start(group)] + self._mask("env_value", m.group(group))
+                                    + line[m.end(group):])
+            m = _YAML_ENV.match(line)
+            if m:
+                env_indent = len(m.group("ind"))
+        return "".join(lines)
+
+    # ------------------------------------------------------------ JSON
+    def _walk(self, obj, key: str | None = None, in_env: bool = False):
+        if isinstance(obj, str):
+            if key is not None and _secret_name(key) and not _placeholder(obj):
+                return self._mask("secret", obj)
+            if in_env and key is not None and key.upper() not in SAFE_ENV and not _placeholder(obj):
+                return self._mask("env_value", obj)
+            stripped = obj.strip()
+            if stripped[:1] in ("{", "[") and stripped[-1:] in ("}", "]"):
+                try:
+                    inner = json.loads(stripped)
+                except ValueError:
+                    inner = None
+                if isinstance(inner, (dict, list)):
+                    new = self._walk(inner)
+                    if new != inner:
+                        obj = json.dumps(new, ensure_ascii=False)
+                    return self.text(obj, skip_entropy=key in _ID_KEYS)
+            return self.text(obj, skip_entropy=key in _ID_KEYS)
+        if isinstance(obj, dict):
+            env = key is not None and key.lower() in _ENV_KEYS
+            return {k: self._walk(v, k, env) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [self._walk(v, key, in_env) for v in obj]
+        return obj
+
+    def json_text(self, text: str) -> str | None:
+        """``text`` redacted as a JSON document (compact when changed); None if not JSON."""
+        stripped = text.strip()
+        if not stripped or stripped[0] not in "{[":
+            return None
+        try:
+            obj = json.loads(stripped)
+        except ValueError:
+            return None
+        before = sum(self.counts.values())
+        new = self._walk(obj)
+        if sum(self.counts.values()) == before:
+            return text
+        return json.dumps(new, ensure_ascii=False, separators=(",", ":"))
+
+    def line(self, line: str) -> str:
+        """One transcript line (with or without its line end)."""
+        body = line.rstrip("\r\n")
+        end = line[len(body):]
+        as_json = self.json_text(body)
+        if as_json is not None:
+            if as_json is body:
+                return line
+            # what the walk may have missed in escaped form is seen on the serialized text
+            return self.text(as_json, skip_entropy=True) + end
+        return self.text(body) + end
+
+    def document(self, text: str, json_doc: bool = False) -> str:
+        """A whole file (settings, spec, config): JSON walked when it parses, else free text."""
+        if json_doc or text.lstrip()[:1] in ("{", "["):
+            as_json = self.json_text(text)
+            if as_json is not None:
+                if as_json is text:
+                    return self.text(text, skip_entropy=True) if self.known else text
+                return self.text(json.dumps(json.loads(as_json), ensure_ascii=False, indent=2) + "\n",
+                                 skip_entropy=True)
+        return self.text(text)
+
+    def stream(self, src: IO[bytes], dst: IO[bytes], block: int = 1 << 20) -> int:
+        """Copy binary ``src`` to ``dst`` redacted line by line (memory bounded by ``block``
+        plus the longest line); a private-key block spread over raw lines is masked whole.
+        Returns the number of lines."""
+        lines = 0
+        carry = b""
+        in_pem = False
+        while True:
+            chunk = src.read(block)
+            if not chunk and not carry:
+                break
+            if chunk:
+                chunk = carry + chunk
+                cut = chunk.rfind(b"\n") + 1
+                if cut == 0:
+                    carry = chunk
+                    continue
+                carry, body = chunk[cut:], chunk[:cut]
+            else:
+                body, carry = carry, b""
+            for raw in body.splitlines(keepends=True):
+                lines += 1
+                text = raw.decode("utf-8", "surrogateescape")
+                if in_pem:
+                    end = _PEM_END.search(text)
+                    if end is None:
+                        tail = text[len(text.rstrip("\r\n")):]
+                        dst.write((TAG.format("private_key") + tail).encode())
+                        continue
+                    in_pem = False
+                    text = TAG.format("private_key") + text[end.end():]
+                out = self.line(text)
+                begin = _PEM_BEGIN.search(out)
+                if begin is not None and not _PEM_END.search(out, begin.end()):
+                    in_pem = True
+                    tail = out[len(out.rstrip("\r\n")):]
+                    out = out[:begin.start()] + self._mask("private_key") + tail
+                dst.write(out.encode("utf-8", "surrogateescape"))
+            if not chunk:
+                break
+        return lines
 
 
-def redact_text(text: str) -> str:
-    return "".join(redact_line(line) for line in text.splitlines(keepends=True))
+# ---------------------------------------------------------------- module-level API
+def redact_line(line: str, conservative: bool = True) -> str:
+    return Redactor(conservative).line(line)
 
 
-def redact_stream(src: IO[bytes], dst: IO[bytes], block: int = 1 << 20) -> int:
-    """Copy binary ``src`` to binary ``dst`` redacted, in blocks of whole lines (memory stays
-    bounded by ``block`` plus the longest line); return the number of lines."""
-    lines = 0
-    carry = b""
-    while True:
-        chunk = src.read(block)
-        if not chunk:
-            break
-        chunk = carry + chunk
-        cut = chunk.rfind(b"\n") + 1
-        if cut == 0:              # no line end yet: keep reading
-            carry = chunk
-            continue
-        carry = chunk[cut:]
-        body = chunk[:cut]
-        lines += body.count(b"\n")
-        dst.write(redact_bytes(body))
-    if carry:
-        lines += 1
-        dst.write(redact_bytes(carry))
-    return lines
+def redact_bytes(data: bytes, conservative: bool = True) -> bytes:
+    """``data`` (one line or a block of whole lines) with every credential replaced."""
+    r = Redactor(conservative)
+    return "".join(r.line(ln) for ln in data.decode("utf-8", "surrogateescape")
+                   .splitlines(keepends=True)).encode("utf-8", "surrogateescape")
+
+
+def redact_text(text: str, conservative: bool = True) -> str:
+    """A whole text: JSON lines judged decoded, the rest as free text."""
+    r = Redactor(conservative)
+    if text.lstrip()[:1] in ("{", "[") and r.json_text(text) is not None:
+        return r.document(text)
+    lines = text.splitlines(keepends=True)
+    if lines and all(ln.lstrip()[:1] in ("{", "[") for ln in lines if ln.strip()):
+        return "".join(r.line(ln) for ln in lines)
+    return r.text(text)
+
+
+def redact_stream(src: IO[bytes], dst: IO[bytes], block: int = 1 << 20,
+                  redactor: Redactor | None = None) -> int:
+    return (redactor or Redactor()).stream(src, dst, block)

@@ -278,14 +278,22 @@ def _check_rca_artifacts(folder: Path, problems: list[str]) -> tuple[float | Non
         if bad:
             problems.append(f"`metrics.json` lacks or malforms {', '.join(bad)}{fix}.")
         pinned = metrics.get("threshold_mode") == "pinned"
-        if threshold is None and pinned and isinstance(metrics.get("threshold"), (int, float)):
+        if pinned and isinstance(metrics.get("threshold"), (int, float)):
+            # a threshold.txt next to a pinned run is stale (an earlier sweep: the container
+            # does not remove it); the pinned value lives in metrics.json alone
             threshold = float(metrics["threshold"])
         elif threshold is None and not pinned and not path.exists():
             problems.append(f"`{rr.THRESHOLD_FILE}` is missing (the threshold was swept){fix}.")
     return threshold, metrics
 
 
-def _check_threshold(found: dict[str, str], threshold: float, problems: list[str]) -> None:
+def _threshold_source(metrics: dict | None) -> str:
+    pinned = isinstance(metrics, dict) and metrics.get("threshold_mode") == "pinned"
+    return "metrics.json" if pinned else rr.THRESHOLD_FILE
+
+
+def _check_threshold(found: dict[str, str], threshold: float, problems: list[str],
+                     source: str = rr.THRESHOLD_FILE) -> None:
     for name in ("Verdict", "Threshold Selection"):
         body = found.get(name)
         if body is None:
@@ -297,7 +305,7 @@ def _check_threshold(found: dict[str, str], threshold: float, problems: list[str
             except ValueError:
                 pass
         if not any(abs(v - threshold) <= 5e-5 + 1e-12 for v in values):
-            problems.append(f"{name} does not state the threshold from threshold.txt "
+            problems.append(f"{name} does not state the threshold from {source} "
                             f"({threshold:.4f}): write that value with 4 decimals.")
 
 
@@ -428,7 +436,7 @@ def check_rca(folder: Path, text: str, cwd: str | None = None) -> list[str]:
                 problems.append("the confusion-matrix table in Threshold Selection does not match "
                                 f"metrics.json (missing {', '.join(absent)}): copy the counts.")
     if threshold is not None:
-        _check_threshold(found, threshold, problems)
+        _check_threshold(found, threshold, problems, _threshold_source(metrics))
 
     body = found.get("Per-Label Breakdown")
     if body is not None:

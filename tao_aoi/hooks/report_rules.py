@@ -61,7 +61,6 @@ def count_words(markdown: str) -> int:
 
 # Markers the tools print (stdout or stderr) and the script-check hook looks for.
 # The tools import these constants, so the text printed and the text matched are one fact.
-MARK_WRONG_SIDE = "WARNING [wrong-side-filter]"
 MARK_UNREACHABLE = "UNREACHABLE KPI"
 MARK_MISSING_IMAGES = "WARNING [missing-images]"
 MARK_DEGENERATE = "WARNING [degenerate-threshold]"

@@ -339,10 +339,11 @@ def check(command: str, stdout: str, stderr: str, interrupted: bool = False,
                        "here, skip the visual spot check, and write the abridged RCA_Report.md "
                        "(Verdict, Threshold Selection, Unreachable KPI quoting the file, Recommended "
                        "Actions: retrain or relabel).")
-    if rr.MARK_WRONG_SIDE in out:
-        bullets.append("kpi_gaps.parquet came from the wrong-side filter (no positive "
-                       "top_k_per_label), which keeps no NO_PASS rows at min_recall=1.0: rerun with "
-                       "an explicit positive `top_k_per_label=50`.")
+    if rr.MARK_DEGENERATE in out:
+        bullets.append(f"{_marker_line(out, rr.MARK_DEGENERATE)} -- lead the report's Verdict with "
+                       "this: name the samples that hold the threshold down (metrics.json "
+                       "threshold_pinned_by: relabel or confirm them) and what the relaxed target "
+                       "would cost (operating_curve).")
     if rr.MARK_LABEL_FILTER_NOOP in out:
         bullets.append(f"{_marker_line(out, rr.MARK_LABEL_FILTER_NOOP)} -- the label filter did "
                        "nothing, so the mined set is unfiltered: add a `label` column to both "

@@ -76,8 +76,9 @@ def run_claude(claude_bin: Path, tmp_path: Path, project: Path):
 
 
 @pytest.fixture(scope="session")
-def demo_ws(tmp_path_factory) -> Path:
-    """The demo's synthetic VCN experiment (inference CSV, train YAML, images)."""
+def demo_ws(tmp_path_factory, claude_bin) -> Path:
+    """The demo's synthetic VCN experiment (inference CSV, train YAML, images): one per claude
+    build, since scenarios add experiments under fixed names."""
     from aoi_demo import RCA_PIECES
 
     require(*RCA_PIECES)

@@ -69,7 +69,7 @@ def test_rca_session_on_container_backend(run_claude, demo_ws, container_env, tm
     # the report written from the draft passes quietly and is packaged with this session
     assert_no_feedback(s, 2)
     bundled = assert_bundle(rca, "rca_config", SKILL_NAMES["rca"], s)
-    assert "Execution status: PASS" in bundled and "backend: docker" in bundled
+    assert "backend: docker" in bundled  # the container run is in the bundled transcript
 
     # unreachable target on the container: its FAIL, then the completion's file and draft
     result = s.standin.after_step(3).last_tool_result()
