@@ -8,7 +8,7 @@ TORCH_PIN ?= torch==2.13.0
 CLAUDE_CODE_VERSION ?= 2.1.328
 CLAUDE_PREFIX ?= .cache/claude-code
 
-.PHONY: venv oracle demo test test-fast bench claude-code claude-code-update validate clean
+.PHONY: venv oracle browser demo test test-fast bench claude-code claude-code-update validate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,8 +38,16 @@ oracle: $(ORACLE_VENV)/.installed
 demo: venv
 	$(PY) scripts/demo.py
 
-# Everything, nothing skipped: the e2e tests need the claude binary, the parity tests the oracle.
-test: venv oracle claude-code
+# Headless Chromium (Debian's package) for the results-page browser test.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium; }
+	@chromium --version
+
+# Everything, nothing skipped: the e2e tests need the claude binary, the parity tests the oracle,
+# the results-page test a browser.
+test: venv oracle claude-code browser
 	$(PY) -m pytest -q
 
 test-fast: venv oracle

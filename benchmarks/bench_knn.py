@@ -10,6 +10,15 @@ Default problem: 1,000 targets x 1,000,000 sources x 768-d, cosine, exact top-5
      uncompressed list<float32>), run as `scripts/data_services.py` in a child process:
      wall seconds and the child's peak RSS.
 
+  4. with --sharded: the streamed search (tao_aoi.knn.topk_stream over ParquetShards, what
+     the action does) over a pool written here as parquet shards (generated shard by
+     shard, never whole in memory), in a child process: wall seconds and peak RSS, next
+     to the two floors measured in the same run: the sgemm floor (the same matmul shape
+     timed in isolation, scaled to the pool) and the disk-read floor (the shard files read
+     sequentially, page cache dropped for them first with posix_fadvise). The page cache
+     is dropped for the shards again before the search, so both read from disk.
+       python3 benchmarks/bench_knn.py --sharded --sources 10000000 --workdir /work/tmp
+
 Heavy (about 3 GB of sources in memory): on a shared machine run it under a lock:
   flock /tmp/heavy.lock python3 benchmarks/bench_knn.py --action
 Smaller smoke run:
@@ -83,6 +92,144 @@ def write_parquet(path: Path, vectors: np.ndarray, prefix: str, block=50_000) ->
             w.write_table(pa.Table.from_arrays([fp, emb], schema=schema))
 
 
+def drop_cache(paths) -> None:
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def read_floor_s(paths, chunk=16 << 20) -> tuple[float, int]:
+    """Seconds to read the files sequentially (bytes read)."""
+    buf = bytearray(chunk)
+    total = 0
+    t0 = time.perf_counter()
+    for p in paths:
+        with open(p, "rb", buffering=0) as f:
+            while True:
+                n = f.readinto(buf)
+                if not n:
+                    break
+                total += n
+    return time.perf_counter() - t0, total
+
+
+def sgemm_floor_s(n_targets: int, n_sources: int, dim: int, topn: int, budget: int,
+                  reps: int = 5) -> tuple[float, float]:
+    """(seconds the pool's matmuls take at the measured rate, GFLOP/s): the search's own
+    block shape, timed alone (best of ``reps``)."""
+    tb, sb = knn.block_shape(n_targets, n_sources, topn, budget)
+    rng = np.random.default_rng(5)
+    t = rng.standard_normal((min(tb, n_targets), dim), dtype=np.float32)
+    s = rng.standard_normal((sb, dim), dtype=np.float32)
+    out = np.empty((t.shape[0], sb), np.float32)
+    np.matmul(t, s.T, out=out)
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        np.matmul(t, s.T, out=out)
+        best = min(best, time.perf_counter() - t0)
+    rate = 2 * t.shape[0] * sb * dim / best
+    return 2 * n_targets * n_sources * dim / rate, rate / 1e9
+
+
+def write_shards(folder: Path, n: int, d: int, shard_rows: int, seed: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    base = random_unit(rng, min(n, shard_rows), d)  # shard i: base * a random sign per dim
+    paths = []
+    for i, r0 in enumerate(range(0, n, shard_rows)):
+        rows = min(shard_rows, n - r0)
+        vec = base[:rows] * (rng.integers(0, 2, d) * 2 - 1).astype(np.float32) if i else base[:rows]
+        p = folder / f"pool-{i:05d}.parquet"
+        write_parquet(p, vec, f"s{i:05d}")
+        paths.append(p)
+        del vec
+    return paths
+
+
+_CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from tao_aoi import knn
+folder, n_t, d, k, budget = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+tgt = knn.l2_normalize_(np.random.default_rng(1).standard_normal((n_t, d), dtype=np.float32))
+t0 = time.perf_counter()
+idx, dist = knn.topk_stream(tgt, knn.ParquetShards(folder, normalize=True), k, "cosine",
+                            normalized=True, memory_budget=budget)
+wall = time.perf_counter() - t0
+np.save(sys.argv[7], idx)
+print(json.dumps({"wall_s": wall, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+"""
+
+
+def sharded(args) -> dict:
+    import shutil
+
+    root = Path(tempfile.mkdtemp(prefix="bench_knn_", dir=args.workdir))
+    try:
+        t0 = time.perf_counter()
+        paths = write_shards(root / "pool", args.sources, args.dim, args.shard_rows)
+        write_s = time.perf_counter() - t0
+        disk_bytes = sum(p.stat().st_size for p in paths)
+        drop_cache(paths)
+        read_s, _ = read_floor_s(paths)
+        drop_cache(paths)
+        gemm_s, gflops = sgemm_floor_s(args.targets, args.sources, args.dim, args.topn,
+                                       args.budget_mb * 2**20)
+        proc = subprocess.run([sys.executable, "-c", _CHILD, str(REPO), str(root / "pool"),
+                               str(args.targets), str(args.dim), str(args.topn),
+                               str(args.budget_mb * 2**20), str(root / "idx.npy")],
+                              capture_output=True, text=True)
+        if proc.returncode:
+            raise SystemExit(proc.stderr[-2000:])
+        child = json.loads(proc.stdout.strip().splitlines()[-1])
+        floor = max(gemm_s, read_s)
+        result = {
+            "mode": "sharded", "machine_cpus": os.cpu_count(), "load_avg_1m": os.getloadavg()[0],
+            "targets": args.targets, "sources": args.sources, "dim": args.dim, "topn": args.topn,
+            "shards": len(paths), "pool_on_disk_gb": round(disk_bytes / 1e9, 2),
+            "write_s": round(write_s, 1),
+            "disk_read_floor_s": round(read_s, 2),
+            "disk_read_gb_per_s": round(disk_bytes / read_s / 1e9, 2),
+            "sgemm_floor_s": round(gemm_s, 2), "sgemm_gflops": round(gflops, 1),
+            "stream_wall_s": round(child["wall_s"], 2),
+            "stream_peak_rss_gb": round(child["peak_rss_gb"], 2),
+            "stream_over_floor": round(child["wall_s"] / floor, 2),
+        }
+        if args.check:
+            # spot check: a few targets against float64 brute force, shard by shard
+            idx = np.load(root / "idx.npy")
+            tgt = knn.l2_normalize_(np.random.default_rng(1).standard_normal(
+                (args.targets, args.dim), dtype=np.float32))
+            sample = np.random.default_rng(2).choice(args.targets, min(args.check, args.targets), replace=False)
+            best_d = np.full((len(sample), 0), np.inf)
+            best_i = np.zeros((len(sample), 0), np.int64)
+            t64 = tgt[sample].astype(np.float64)
+            off = 0
+            src = knn.ParquetShards(root / "pool")
+            bounds = [(r0, min(src.n_rows, r0 + 200_000)) for r0 in range(0, src.n_rows, 200_000)]
+            for (c0, c1), blk in zip(bounds, src.blocks(bounds)):
+                s64 = blk.astype(np.float64)
+                s64 /= np.linalg.norm(s64, axis=1, keepdims=True)
+                dd = 1.0 - t64 @ s64.T
+                d_all = np.concatenate([best_d, dd], axis=1)
+                i_all = np.concatenate([best_i, np.broadcast_to(np.arange(c0, c1), dd.shape)], axis=1)
+                order = np.lexsort((i_all, d_all), axis=1)[:, :args.topn]
+                best_d = np.take_along_axis(d_all, order, axis=1)
+                best_i = np.take_along_axis(i_all, order, axis=1)
+            src.close()
+            result["spot_check_targets"] = int(len(sample))
+            result["spot_check_agreement"] = float((best_i == idx[sample]).mean())
+        return result
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", type=int, default=1000)
@@ -94,7 +241,19 @@ def main() -> int:
     ap.add_argument("--action", action="store_true", help="also time the action on parquets")
     ap.add_argument("--workdir", help="where the parquets go (default: a temp dir, removed)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--sharded", action="store_true",
+                    help="stream a pool written as parquet shards on disk (see above)")
+    ap.add_argument("--shard-rows", type=int, default=500_000)
+    ap.add_argument("--keep", action="store_true", help="keep the --sharded pool on disk")
     args = ap.parse_args()
+    if args.sharded:
+        result = sharded(args)
+        if args.json:
+            print(json.dumps(result))
+        else:
+            for k, v in result.items():
+                print(f"{k}: {v}")
+        return 0 if result.get("spot_check_agreement", 1.0) == 1.0 else 1
 
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()

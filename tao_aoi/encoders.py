@@ -552,3 +552,40 @@ def _tiny_tokenizer():
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>",
                                                 pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".ckpt", ".pt", ".msgpack", ".h5")
+
+
+def cache_identity(encoder: Encoder) -> dict:
+    """What an embedding cache is keyed by: the encoder identity (without ``dim``, which
+    is only known after the first batch) plus what else changes the vectors: the device,
+    the torch / transformers versions, and for local weights a fingerprint of the weight
+    files (name, size, mtime_ns) so re-saved weights at the same path miss the cache."""
+    ident = {k: v for k, v in encoder.identity.items() if k != "dim"}
+    ident["device"] = str(getattr(encoder, "device", ident.get("device", "cpu")))
+    if ident.get("model") != "baseline":
+        try:
+            import torch
+            import transformers
+            ident["torch"] = torch.__version__
+            ident["transformers"] = transformers.__version__
+        except ImportError:
+            pass
+        path = Path(str(ident.get("model_path", "")))
+        files: list[Path] = []
+        if path.is_file():
+            files = [path]
+        elif path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+        if files:
+            stamp = "\n".join(f"{p.name}\t{p.stat().st_size}\t{p.stat().st_mtime_ns}" for p in files)
+            ident["weights_fingerprint"] = _short_sha(stamp.encode())
+    else:
+        ident["baseline_dim"] = BASELINE_DIM
+    return ident
+
+
+def cache_key(encoder: Encoder) -> str:
+    """Folder name of this encoder's vectors inside an embedding cache."""
+    return hashlib.sha256(json.dumps(cache_identity(encoder), sort_keys=True).encode()).hexdigest()[:20]

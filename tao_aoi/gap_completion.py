@@ -208,6 +208,8 @@ def metrics(result: GapResult) -> dict:
         "precision": p.precision, "recall": p.recall, "f1": p.f1, "far": p.far,
         "confusion_matrix": p.confusion_matrix,
         "recall_target_met": p.recall_target_met,
+        "inference_csv": str(Path(inputs.csv_path).resolve()),
+        "kpi_media_path": inputs.kpi_media_path,
         "n_rows": inputs.n_rows, "n_pass": p.tn + p.fp, "n_no_pass": p.tp + p.fn,
         "n_candidates": p.n_candidates, "n_candidates_meeting_recall": p.n_feasible,
         "kept_rows": int(result.kept.size), "expanded_rows": len(result.filepaths),

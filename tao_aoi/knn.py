@@ -102,7 +102,7 @@ def _select_rows(scores: np.ndarray, k: int, col_offset: int) -> tuple[np.ndarra
 
 def topk(targets: np.ndarray, sources: np.ndarray, k: int, metric: str = "cosine", *,
          normalized: bool = False, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-         first_block: int = _FIRST_BLOCK,
+         first_block: int = _FIRST_BLOCK, exclude: np.ndarray | None = None,
          progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k neighbours of each target among the sources.
 
@@ -111,114 +111,160 @@ def topk(targets: np.ndarray, sources: np.ndarray, k: int, metric: str = "cosine
     rows are L2-normalised (cosine skips the per-column rescale). ``progress`` is called
     with the number of source rows finished after each source block. ``first_block`` is
     the width of the first source block (tests shrink it to exercise every path).
+    ``exclude``: optional bool (N,) mask; excluded sources are never candidates (the
+    search runs over the others, so each target still gets its k nearest kept sources).
 
     Returns (indices int64 (T, min(k, N)), distances float64 (T, min(k, N))), each row
-    sorted by (distance, source index).
+    sorted by (distance, source index). Indices are rows of ``sources``.
+    """
+    src = np.ascontiguousarray(sources, dtype=np.float32)
+    if src.ndim != 2:
+        raise ValueError("targets and sources must be 2-D arrays")
+    return topk_stream(targets, ArraySource(src), k, metric, normalized=normalized,
+                       memory_budget=memory_budget, first_block=first_block, exclude=exclude,
+                       progress=progress, _originals=sources)
+
+
+class ArraySource:
+    """An in-memory source matrix as a block source (blocks are views, no copies)."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+        self.n_rows, self.dim = array.shape
+
+    def blocks(self, bounds):
+        for c0, c1 in bounds:
+            yield self.array[c0:c1]
+
+    def close(self) -> None:
+        pass
+
+
+def block_bounds(n_sources: int, n_targets: int, k: int, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                 first_block: int = _FIRST_BLOCK) -> tuple[int, list[tuple[int, int]]]:
+    """(target rows per block, [(c0, c1), ...] source blocks): fixed by the pool size only,
+    so one file and any sharding of it are searched in exactly the same blocks."""
+    tb, sb = block_shape(n_targets, n_sources, k, memory_budget)
+    first = min(sb, max(4 * k, first_block))
+    starts = [0] + list(range(first, n_sources, sb))
+    return tb, [(c0, min(n_sources, c0 + (first if c0 == 0 else sb))) for c0 in starts]
+
+
+def _col_adjust(metric: str, normalized: bool, blk: np.ndarray) -> np.ndarray | None:
+    """Per-source additive (l2) or multiplicative (cosine) score adjustment of a block."""
+    if metric == "manhattan" or (metric == "cosine" and normalized):
+        return None
+    out = np.empty(blk.shape[0], np.float32)
+    for r0 in range(0, blk.shape[0], 65536):
+        b = blk[r0:r0 + 65536]
+        if metric == "cosine":
+            nrm = np.sqrt(np.einsum("ij,ij->i", b, b, dtype=np.float64))
+            out[r0:r0 + 65536] = np.where(nrm > 0, 1.0 / np.where(nrm > 0, nrm, 1), 0.0)
+        else:
+            out[r0:r0 + 65536] = -0.5 * np.einsum("ij,ij->i", b, b, dtype=np.float64)
+    return out
+
+
+class _VectorStore:
+    """The source rows that are (or were recently) in some target's running top-k, so a
+    streamed search can recompute exact distances without a second pass over the pool."""
+
+    def __init__(self, dim: int) -> None:
+        self.idx = np.zeros(0, np.int64)
+        self.vec = np.zeros((0, dim), np.float32)
+
+    def add_from_block(self, best_i: np.ndarray, c0: int, blk: np.ndarray) -> None:
+        c1 = c0 + blk.shape[0]
+        sel = best_i[(best_i >= c0) & (best_i < c1)]
+        if not sel.size:
+            return
+        new = np.unique(sel)
+        new = new[~np.isin(new, self.idx)]
+        if new.size:
+            self.idx = np.concatenate([self.idx, new])
+            self.vec = np.concatenate([self.vec, np.asarray(blk[new - c0], np.float32)])
+        live = np.unique(best_i)
+        if self.idx.size > 2 * live.size + 1024:
+            keep = np.isin(self.idx, live)
+            self.idx, self.vec = self.idx[keep], self.vec[keep]
+
+    def gather(self, ids: np.ndarray) -> np.ndarray:
+        order = np.argsort(self.idx, kind="stable")
+        pos = order[np.searchsorted(self.idx[order], ids)]
+        return self.vec[pos]
+
+
+def topk_stream(targets: np.ndarray, source, k: int, metric: str = "cosine", *,
+                normalized: bool = False, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+                first_block: int = _FIRST_BLOCK, exclude: np.ndarray | None = None,
+                progress: Callable[[int], None] | None = None,
+                _originals: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`topk` over a block source: ``source.n_rows``, ``source.dim`` and
+    ``source.blocks(bounds)`` yielding one float32 (c1 - c0, dim) array per (c0, c1) of
+    :func:`block_bounds` (e.g. :class:`ParquetShards`, which reads the next block while
+    this one is searched). Peak memory: two blocks + the score scratch + T*k candidates,
+    whatever the pool size. Same blocks, same arithmetic as the in-memory search, so the
+    result is identical to :func:`topk` on the concatenated matrix.
     """
     metric = canonical_metric(metric)
     if k < 1:
         raise ValueError("k must be >= 1")
     tgt = np.ascontiguousarray(targets, dtype=np.float32)
-    src = np.ascontiguousarray(sources, dtype=np.float32)
-    if tgt.ndim != 2 or src.ndim != 2:
+    if tgt.ndim != 2:
         raise ValueError("targets and sources must be 2-D arrays")
-    if tgt.shape[1] != src.shape[1]:
-        raise ValueError(f"dimension mismatch: targets have {tgt.shape[1]}, sources {src.shape[1]}")
-    n_t, n_s = tgt.shape[0], src.shape[0]
-    kk = min(k, n_s)
-    if n_t == 0 or n_s == 0:
-        return np.zeros((n_t, 0), np.int64), np.zeros((n_t, 0), np.float64)
-
-    col_adjust: np.ndarray | None = None  # per-source additive (l2) or multiplicative (cosine)
-    if metric == "manhattan":
-        pass  # scores are computed directly per block
-    elif metric == "cosine":
-        if not normalized:
-            tgt = l2_normalize_(tgt.copy())
-            col_adjust = np.empty(n_s, np.float32)
-            for r0 in range(0, n_s, 65536):
-                blk = src[r0:r0 + 65536]
-                nrm = np.sqrt(np.einsum("ij,ij->i", blk, blk, dtype=np.float64))
-                col_adjust[r0:r0 + 65536] = np.where(nrm > 0, 1.0 / np.where(nrm > 0, nrm, 1), 0.0)
+    n_t, n_s = tgt.shape[0], int(source.n_rows)
+    if n_s and tgt.shape[1] != source.dim:
+        raise ValueError(f"dimension mismatch: targets have {tgt.shape[1]}, sources {source.dim}")
+    if exclude is not None:
+        exclude = np.asarray(exclude, bool)
+        if exclude.shape != (n_s,):
+            raise ValueError(f"exclude mask has shape {exclude.shape}, expected ({n_s},)")
+        n_kept = int(n_s - np.count_nonzero(exclude))
     else:
-        col_adjust = np.empty(n_s, np.float32)
-        for r0 in range(0, n_s, 65536):
-            blk = src[r0:r0 + 65536]
-            col_adjust[r0:r0 + 65536] = -0.5 * np.einsum("ij,ij->i", blk, blk, dtype=np.float64)
+        n_kept = n_s
+    kk = min(k, n_kept)
+    if n_t == 0 or kk == 0:
+        source.close()
+        return np.zeros((n_t, 0), np.int64), np.zeros((n_t, 0), np.float64)
+    if metric == "cosine" and not normalized:
+        tgt = l2_normalize_(tgt.copy())
 
-    tb, sb = block_shape(n_t, n_s, kk, memory_budget)
+    tb, bounds = block_bounds(n_s, n_t, kk, memory_budget, first_block)
+    sb = max(c1 - c0 for c0, c1 in bounds)
     best_s = np.full((n_t, kk), -np.inf, np.float32)
     best_i = np.full((n_t, kk), _PAD_INDEX, np.int64)
     score_buf = np.empty(tb * sb, np.float32)
     mask_buf = np.empty(tb * sb, np.bool_)
+    store = _VectorStore(tgt.shape[1]) if _originals is None else None
 
     # The first source block is kept small: it seeds every target's running top-k with a
     # full selection (argpartition); later blocks only touch entries that beat it.
-    first = min(sb, max(4 * kk, first_block))
-    starts = [0] + list(range(first, n_s, sb))
-    for c0 in starts:
-        c1 = min(n_s, c0 + (first if c0 == 0 else sb))
-        sblk = src[c0:c1]
-        for r0 in range(0, n_t, tb):
-            r1 = min(n_t, r0 + tb)
-            nr, nc = r1 - r0, c1 - c0
-            scores = score_buf[:nr * nc].reshape(nr, nc)
-            if metric == "manhattan":
-                _neg_l1_into(scores, tgt[r0:r1], sblk, max(1 << 20, memory_budget // 4))
+    try:
+        for (c0, c1), full_blk in zip(bounds, source.blocks(bounds)):
+            if exclude is not None and exclude[c0:c1].any():
+                gidx = np.flatnonzero(~exclude[c0:c1]) + c0
+                sblk = full_blk[gidx - c0]
             else:
-                np.matmul(tgt[r0:r1], sblk.T, out=scores)
-            if col_adjust is not None:
-                if metric == "cosine":
-                    scores *= col_adjust[c0:c1]
-                else:
-                    scores += col_adjust[c0:c1]
-            thr = best_s[r0:r1, -1]
-            mask = mask_buf[:nr * nc].reshape(nr, nc)
-            # Strict '>': every source seen so far has a lower index, so an equal score
-            # cannot displace the current k-th entry.
-            np.greater(scores, thr[:, None], out=mask)
-            counts = np.count_nonzero(mask, axis=1)
-            heavy = np.flatnonzero(counts > kk) if nc > kk else np.zeros(0, np.int64)
-            light = np.flatnonzero((counts > 0) & ((counts <= kk) if nc > kk else True))
-            dense = heavy.size and int(counts[heavy].max()) * 4 > nc
-            if dense:
-                # Many candidates per row (first block, adversarial order): select on the
-                # full rows, in chunks that keep the int64 argpartition scratch in budget.
-                step = max(1, (memory_budget // 3) // max(1, nc * 12))
-                for h0 in range(0, heavy.size, step):
-                    rows = heavy[h0:h0 + step]
-                    ns, ni = _select_rows(scores[rows], kk, c0)
-                    g = rows + r0
-                    best_s[g], best_i[g] = _merge(best_s[g], best_i[g], ns, ni, kk)
-            for rows, select in ((light, False), (heavy if not dense else heavy[:0], True)):
-                if not rows.size:
-                    continue
-                # Gather each row's candidates into a padded (rows, width) matrix; nonzero
-                # lists them by row, in increasing column (= source index) order.
-                rr, cc = np.nonzero(mask[rows])
-                cnt = counts[rows]
-                row_start = np.concatenate(([0], np.cumsum(cnt)[:-1]))
-                pos = np.arange(rr.size) - row_start[rr]
-                width = int(cnt.max()) if select else kk
-                ns = np.full((rows.size, width), -np.inf, np.float32)
-                ni = np.full((rows.size, width), _PAD_INDEX, np.int64)
-                ns[rr, pos] = scores[rows[rr], cc]
-                ni[rr, pos] = cc + c0
-                if select:  # every row has more than kk real candidates
-                    ns, sel = _select_rows(ns, kk, 0)
-                    ni = np.take_along_axis(ni, sel, axis=1)
-                g = rows + r0
-                best_s[g], best_i[g] = _merge(best_s[g], best_i[g], ns, ni, kk)
-        if progress is not None:
-            progress(c1 - c0)
+                gidx = None
+                sblk = full_blk
+            if sblk.shape[0]:
+                _search_block(tgt, sblk, c0, gidx, metric, _col_adjust(metric, normalized, sblk),
+                              best_s, best_i, kk, tb, score_buf, mask_buf, memory_budget)
+            if store is not None:
+                store.add_from_block(best_i, c0, full_blk)
+            if progress is not None:
+                progress(c1 - c0)
+    finally:
+        source.close()
 
     # Exact float64 distances for the selected pairs, then the final (distance, index) order.
     dist = np.empty((n_t, kk), np.float64)
     step = max(1, 2**22 // (kk * tgt.shape[1]))  # ~32 MB of float64 gathers per chunk
     for r0 in range(0, n_t, step):
         t64 = np.asarray(targets[r0:r0 + step], dtype=np.float64)
-        s64 = np.asarray(sources[best_i[r0:r0 + step].ravel()], dtype=np.float64)
-        s64 = s64.reshape(t64.shape[0], kk, -1)
+        ids = best_i[r0:r0 + step].ravel()
+        rows = _originals[ids] if store is None else store.gather(ids)
+        s64 = np.asarray(rows, dtype=np.float64).reshape(t64.shape[0], kk, -1)
         if metric == "cosine":
             tn = np.linalg.norm(t64, axis=1)
             sn = np.linalg.norm(s64, axis=2)
@@ -232,6 +278,69 @@ def topk(targets: np.ndarray, sources: np.ndarray, k: int, metric: str = "cosine
             dist[r0:r0 + step] = np.sqrt(((t64[:, None, :] - s64) ** 2).sum(axis=2))
     order = np.lexsort((best_i, dist), axis=1)
     return np.take_along_axis(best_i, order, axis=1), np.take_along_axis(dist, order, axis=1)
+
+
+def _search_block(tgt, sblk, c0, gidx, metric, col_adjust, best_s, best_i, kk, tb,
+                  score_buf, mask_buf, memory_budget) -> None:
+    """Fold one source block into every target's running top-k. Column j of ``sblk`` is
+    source ``c0 + j`` (``gidx[j]`` when the block was thinned by an exclusion)."""
+    n_t = tgt.shape[0]
+    nc = sblk.shape[0]
+
+    def glob(cols):
+        return cols + c0 if gidx is None else gidx[cols]
+
+    for r0 in range(0, n_t, tb):
+        r1 = min(n_t, r0 + tb)
+        nr = r1 - r0
+        scores = score_buf[:nr * nc].reshape(nr, nc)
+        if metric == "manhattan":
+            _neg_l1_into(scores, tgt[r0:r1], sblk, max(1 << 20, memory_budget // 4))
+        else:
+            np.matmul(tgt[r0:r1], sblk.T, out=scores)
+        if col_adjust is not None:
+            if metric == "cosine":
+                scores *= col_adjust
+            else:
+                scores += col_adjust
+        thr = best_s[r0:r1, -1]
+        mask = mask_buf[:nr * nc].reshape(nr, nc)
+        # Strict '>': every source seen so far has a lower index, so an equal score
+        # cannot displace the current k-th entry.
+        np.greater(scores, thr[:, None], out=mask)
+        counts = np.count_nonzero(mask, axis=1)
+        heavy = np.flatnonzero(counts > kk) if nc > kk else np.zeros(0, np.int64)
+        light = np.flatnonzero((counts > 0) & ((counts <= kk) if nc > kk else True))
+        dense = heavy.size and int(counts[heavy].max()) * 4 > nc
+        if dense:
+            # Many candidates per row (first block, adversarial order): select on the
+            # full rows, in chunks that keep the int64 argpartition scratch in budget.
+            step = max(1, (memory_budget // 3) // max(1, nc * 12))
+            for h0 in range(0, heavy.size, step):
+                rows = heavy[h0:h0 + step]
+                ns, ni = _select_rows(scores[rows], kk, 0)
+                ni = glob(ni)
+                g = rows + r0
+                best_s[g], best_i[g] = _merge(best_s[g], best_i[g], ns, ni, kk)
+        for rows, select in ((light, False), (heavy if not dense else heavy[:0], True)):
+            if not rows.size:
+                continue
+            # Gather each row's candidates into a padded (rows, width) matrix; nonzero
+            # lists them by row, in increasing column (= source index) order.
+            rr, cc = np.nonzero(mask[rows])
+            cnt = counts[rows]
+            row_start = np.concatenate(([0], np.cumsum(cnt)[:-1]))
+            pos = np.arange(rr.size) - row_start[rr]
+            width = int(cnt.max()) if select else kk
+            ns = np.full((rows.size, width), -np.inf, np.float32)
+            ni = np.full((rows.size, width), _PAD_INDEX, np.int64)
+            ns[rr, pos] = scores[rows[rr], cc]
+            ni[rr, pos] = glob(cc)
+            if select:  # every row has more than kk real candidates
+                ns, sel = _select_rows(ns, kk, 0)
+                ni = np.take_along_axis(ni, sel, axis=1)
+            g = rows + r0
+            best_s[g], best_i[g] = _merge(best_s[g], best_i[g], ns, ni, kk)
 
 
 def brute_force(targets: np.ndarray, sources: np.ndarray, k: int,
@@ -254,3 +363,164 @@ def brute_force(targets: np.ndarray, sources: np.ndarray, k: int,
     idx = np.broadcast_to(np.arange(s.shape[0]), d.shape)
     order = np.lexsort((idx, d), axis=1)[:, :kk]
     return order.astype(np.int64), np.take_along_axis(d, order, axis=1)
+
+
+class SourceError(ValueError):
+    """A source parquet that cannot be searched (message names the file and the problem)."""
+
+
+def shard_paths(path) -> list:
+    """One parquet file, or the ``*.parquet`` files of a folder in name order (the pool's
+    row order is the shards' rows in that order)."""
+    from pathlib import Path
+
+    p = Path(str(path))
+    if p.is_dir():
+        shards = sorted(q for q in p.iterdir() if q.suffix == ".parquet" and q.is_file()
+                        and not q.name.startswith((".", "_")))
+        if not shards:
+            raise SourceError(f"{p} is a folder without *.parquet shards")
+        return shards
+    if p.is_file():
+        return [p]
+    raise SourceError(f"not found: {p}")
+
+
+class ParquetShards:
+    """The embedding column of one parquet or of a folder of shards, as a block source for
+    :func:`topk_stream`: blocks are cut at fixed global row bounds (independent of how the
+    pool is sharded) and read by a background thread one block ahead, so reading and
+    decoding the next block overlaps the matmul of the current one. ``normalize=True``
+    L2-normalises each block's rows (as :func:`l2_normalize_` on the whole matrix would).
+    """
+
+    def __init__(self, path, column: str = "embedding", *, normalize: bool = False,
+                 batch_rows: int = 8192, prefetch: int = 1) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.paths = shard_paths(path)
+        self.column = column
+        self.normalize = normalize
+        self.batch_rows = batch_rows
+        self.prefetch = max(1, prefetch)
+        self.n_rows = 0
+        self.dim = 0
+        self._thread = None
+        self._stop = None
+        for p in self.paths:
+            try:
+                pf = pq.ParquetFile(str(p))
+            except Exception as exc:
+                raise SourceError(f"{p} is not a readable parquet: {exc}") from None
+            names = pf.schema_arrow.names
+            if column not in names:
+                raise SourceError(f"{p} has no embedding column {column!r} (columns: "
+                                  f"{', '.join(names)}); set the *_embed_column_name key or "
+                                  f"embed it first")
+            ftype = pf.schema_arrow.field(column).type
+            if not (pa.types.is_list(ftype) or pa.types.is_large_list(ftype)
+                    or pa.types.is_fixed_size_list(ftype)):
+                raise SourceError(f"column {column!r} of {p} is {ftype}, not a list of floats")
+            self.n_rows += pf.metadata.num_rows
+        if self.n_rows:
+            first = next(self._batches(limit=1))[1]
+            self.dim = first.shape[1]
+
+    def _batches(self, limit: int | None = None):
+        """(path, float32 (rows, dim) array) per record batch, every shard in order."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        seen = 0
+        for p in self.paths:
+            # pre_buffer=False + a read buffer: pages are streamed, so the transient memory
+            # is a few batches whatever the row-group size.
+            pf = pq.ParquetFile(str(p), pre_buffer=False, buffer_size=4 << 20)
+            for batch in pf.iter_batches(columns=[self.column], batch_size=self.batch_rows,
+                                         use_threads=False):
+                arr = batch.column(0)
+                if len(arr) == 0:
+                    continue
+                if arr.null_count:
+                    raise SourceError(f"{p}: {arr.null_count} rows have no {self.column!r} value")
+                if pa.types.is_fixed_size_list(arr.type):
+                    lengths = np.full(len(arr), arr.type.list_size)
+                else:
+                    lengths = np.asarray(arr.value_lengths())
+                dim = self.dim or int(lengths[0])
+                if dim == 0:
+                    raise SourceError(f"{p}: column {self.column!r} holds empty vectors")
+                if (lengths != dim).any():
+                    raise SourceError(f"{p}: column {self.column!r} has vectors of different "
+                                      f"lengths ({dim} and {int(lengths[lengths != dim][0])})")
+                values = arr.flatten().to_numpy(zero_copy_only=False)
+                yield p, values.reshape(len(arr), dim)
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
+
+    def _fill(self, bounds, put) -> None:
+        it = self._batches()
+        pending: np.ndarray | None = None
+        # A ring of reused block buffers (no fresh pages to fault in per block): one being
+        # searched, ``prefetch`` queued, one being filled, one spare.
+        ring = [np.empty((max((c1 - c0 for c0, c1 in bounds), default=0), self.dim), np.float32)
+                for _ in range(min(len(bounds), self.prefetch + 3))]
+        for b, (c0, c1) in enumerate(bounds):
+            out = ring[b % len(ring)][:c1 - c0]
+            row = 0
+            while row < c1 - c0:
+                if pending is None or not len(pending):
+                    p, pending = next(it)
+                    if not np.isfinite(pending).all():
+                        raise SourceError(f"{p}: column {self.column!r} holds NaN or infinite values")
+                take = min(len(pending), c1 - c0 - row)
+                out[row:row + take] = pending[:take]
+                pending = pending[take:]
+                row += take
+            if self.normalize:
+                l2_normalize_(out)
+            if not put(out):
+                return
+        # the consumer holds views of the ring; it must not be reused after this point
+
+    def blocks(self, bounds):
+        """Yield the blocks of ``bounds`` in order, read ahead by a background thread."""
+        import queue
+        import threading
+
+        bounds = list(bounds)
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        self._stop = stop
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def work() -> None:
+            try:
+                self._fill(bounds, put)
+            except BaseException as exc:  # handed to the consumer
+                put(exc)
+
+        self._thread = threading.Thread(target=work, name="knn-reader", daemon=True)
+        self._thread.start()
+        for _ in bounds:
+            item = q.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None

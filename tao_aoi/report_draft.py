@@ -93,6 +93,17 @@ class Artifacts:
         return dedupe_first_lighting(self.gaps, lightings, (self.metrics or {}).get("image_ext") or "")
 
     @property
+    def threshold_shown(self):
+        """The threshold as a person reads it: threshold.txt's text (full precision), or
+        metrics.json's threshold_readable when it says more ("below every score (-5e-324)")."""
+        plain = self.threshold
+        readable = (self.metrics or {}).get("threshold_readable")
+        if isinstance(readable, str) and plain is not None and readable != plain \
+                and not readable.replace(".", "", 1).lstrip("-").isdigit():
+            return readable if plain in readable else f"{readable} = {plain}"
+        return plain
+
+    @property
     def threshold(self):
         if self.threshold_text is not None:
             return self.threshold_text
@@ -120,35 +131,73 @@ def _read_scores(inference_dir: str | None):
 
 
 # --------------------------------------------------------------------------- plot
-def plot_scores(scores_df, threshold: float | None, dest: Path, title_note: str) -> None:
+MAX_STRIPS = 12
+
+
+def plot_scores(scores_df, threshold: float | None, dest: Path, title_note: str,
+                curve: list | None = None) -> None:
+    """One strip per (normalised) label, log-scaled counts on shared bins, the chosen threshold
+    (dashed) and the operating curve's other candidate thresholds (dotted, by recall target)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
     import numpy as np
 
     from tao_aoi.atomic import atomic_path
 
-    mask = scores_df["label"].map(is_pass_label).to_numpy()
+    labels = scores_df["label"].astype(str).map(normalize_label)
     scores = scores_df["siamese_score"].astype(float).to_numpy()
+    ok = np.isfinite(scores)
+    counts = labels[ok].value_counts()
+    order = sorted(counts.index, key=lambda k: (not is_pass_label(k), -counts[k], k))
+    if len(order) > MAX_STRIPS:  # the rarest NO_PASS labels share one strip
+        keep = set(order[:MAX_STRIPS - 1])
+        labels = labels.where(labels.isin(keep), "OTHER NO_PASS")
+        order = order[:MAX_STRIPS - 1] + ["OTHER NO_PASS"]
+    marks = []
+    for point in curve or []:
+        t = point.get("threshold")
+        if isinstance(t, (int, float)) and math.isfinite(t) and \
+                (threshold is None or t != threshold) and t not in [m[0] for m in marks]:
+            marks.append((float(t), point.get("min_recall")))
     lo, hi = float(np.nanmin(scores)), float(np.nanmax(scores))
-    if threshold is not None:
-        lo, hi = min(lo, threshold), max(hi, threshold)
+    for t in [threshold] + [m[0] for m in marks]:
+        if t is not None:
+            lo, hi = min(lo, t), max(hi, t)
     if hi <= lo:
         hi = lo + 1.0
-    bins = np.linspace(lo, hi, 41)
-    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
-    ax.hist(scores[mask], bins=bins, alpha=0.6, label=f"PASS (n={int(mask.sum())})",
-            color="tab:blue")
-    ax.hist(scores[~mask], bins=bins, alpha=0.6, label=f"NO_PASS (n={int((~mask).sum())})",
-            color="tab:red")
+    bins = np.linspace(lo, hi, 61)
+    n = len(order)
+    fig, axes = plt.subplots(n, 1, figsize=(8, 1.0 + 0.85 * n), dpi=100, sharex=True,
+                             squeeze=False)
+    lab = labels.to_numpy()
+    for ax, name in zip(axes[:, 0], order):
+        sel = ok & (lab == name)
+        colour = "tab:blue" if is_pass_label(name) else "tab:red"
+        ax.hist(scores[sel], bins=bins, color=colour, alpha=0.75, log=True)
+        ax.set_ylim(bottom=0.7)
+        ax.set_ylabel(f"{name}\n(n={int(sel.sum())})", rotation=0, ha="right", va="center",
+                      fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        if threshold is not None:
+            ax.axvline(threshold, color="black", linestyle="--", linewidth=1.2)
+        for t, _ in marks:
+            ax.axvline(t, color="0.45", linestyle=":", linewidth=1.0)
+    top = axes[0, 0]
     if threshold is not None:
-        ax.axvline(threshold, color="black", linestyle="--", linewidth=1.2,
-                   label=f"threshold {threshold:.4g}")
-    ax.set_xlabel("siamese_score (NO_PASS predicted when score > threshold)")
-    ax.set_ylabel("rows")
-    ax.set_title(f"Score distribution ({title_note})")
-    ax.legend(loc="upper center", fontsize=8)
+        top.plot([], [], color="black", linestyle="--", label=f"chosen threshold {threshold:.6g}")
+    if marks:
+        top.plot([], [], color="0.45", linestyle=":", label="min_recall " + ", ".join(
+            f"{r:g} -> {t:.4g}" if isinstance(r, (int, float)) else f"{t:.4g}" for t, r in marks))
+    if threshold is not None or marks:
+        top.legend(loc="upper center", bbox_to_anchor=(0.5, 1.9 if n > 1 else 1.5), ncol=2,
+                   fontsize=7, frameon=False)
+    axes[-1, 0].set_xlabel("siamese_score (NO_PASS predicted when score > threshold); counts log-scaled")
+    fig.suptitle(f"Score distribution per label ({title_note})", fontsize=9)
     fig.tight_layout()
     with atomic_path(dest) as tmp:
         fig.savefig(tmp, format="png")
@@ -235,6 +284,52 @@ def _spot_table(spot: dict | None) -> list[str]:
     return lines
 
 
+def _fmt_thr(t) -> str:
+    if not isinstance(t, (int, float)):
+        return "-"
+    return repr(float(t)) if abs(t) < 1e-4 and t != 0 else f"{float(t):.6g}"
+
+
+def _curve_table(curve: list, chosen: float | None) -> list[str]:
+    lines = ["| Recall target | Threshold | Recall | FAR | False alarms | Precision |",
+             "|---|---|---|---|---|---|"]
+    for c in curve:
+        mark = " (chosen)" if chosen is not None and c.get("threshold") == chosen else ""
+        lines.append(f"| {c.get('min_recall'):g} | {_fmt_thr(c.get('threshold'))}{mark} | "
+                     f"{_f(c.get('recall'))} | {_f(c.get('far'))} | {c.get('false_alarms', '-')} | "
+                     f"{_f(c.get('precision'))} |")
+    return lines
+
+
+def degenerate_lead(m: dict, threshold_shown: str | None) -> list[str]:
+    """The Verdict's first paragraph when metrics.json flags a degenerate threshold."""
+    if not m.get("degenerate_threshold"):
+        return []
+    cm = m.get("confusion_matrix") or {}
+    fp, tn = cm.get("fp", 0), cm.get("tn", 0)
+    pinned = m.get("threshold_pinned_by") or []
+    who = "; ".join(f"`{r['input_path']}/{r['object_name']}` ({r['label']}, score "
+                    f"{r['score']:.6g})" for r in pinned[:5])
+    more = f" and {len(pinned) - 5} more" if len(pinned) > 5 else ""
+    out = [f"**Degenerate threshold.** For min_recall = {m.get('min_recall')} the threshold is "
+           f"{threshold_shown}: it flags {fp} of {fp + tn} PASS rows as NO_PASS (FAR "
+           f"{_f(m.get('far'))}, {fp} false alarms), so at this operating point the model "
+           "filters nothing. "
+           + (f"It is held down by {len(pinned)} NO_PASS sample(s): {who}{more}; removing or "
+              "relabelling them (after a look at the images) would move the threshold up."
+              if pinned else "No single sample holds it down (the F1 optimum sits there)."), ""]
+    relaxed = m.get("relaxed_target")
+    if relaxed:
+        out += [f"Cheapest relaxed target: min_recall = {relaxed['min_recall']:.6g} gives "
+                f"threshold {_fmt_thr(relaxed['threshold'])}, recall {_f(relaxed['recall'])}, "
+                f"FAR {_f(relaxed['far'])} ({relaxed['false_alarms']} false alarms).", ""]
+    curve = m.get("operating_curve") or []
+    if curve:
+        out += ["What each recall target would cost (same selection rule, metrics.json "
+                "operating_curve):", ""] + _curve_table(curve, m.get("threshold")) + [""]
+    return out
+
+
 def render(art: Artifacts, scores_note: str | None, per_label_rows: int = TOP_ROWS_PER_LABEL,
            plot_written: bool = False) -> str:
     name = art.dir.parent.parent.name if art.dir.parent.name == "rca_results" else art.dir.name
@@ -249,11 +344,11 @@ def render(art: Artifacts, scores_note: str | None, per_label_rows: int = TOP_RO
         raise UsageError(f"{art.dir}/metrics.json is missing: run the gap analysis first")
     samples = art.samples
     vi = rr.RCA_SECTIONS
-    out += [_heading(1, vi[0]), "",
-            placeholder("verdict", "2-4 sentences: is the model usable at this threshold, "
+    out += [_heading(1, vi[0]), ""] + degenerate_lead(m, art.threshold_shown)
+    out += [placeholder("verdict", "2-4 sentences: is the model usable at this threshold, "
                         "what dominates the errors (FP vs FN, which labels), and whether the spot "
                         "check points at data or model problems."), "",
-            f"At threshold {art.threshold} the model reaches NO_PASS recall {_f(m.get('recall'))}"
+            f"At threshold {art.threshold_shown} the model reaches NO_PASS recall {_f(m.get('recall'))}"
             f" with precision {_f(m.get('precision'))} and FAR {_f(m.get('far'))} over "
             f"{m.get('n_rows', '-')} rows.", ""]
     cands = m.get("n_candidates")
@@ -264,10 +359,14 @@ def render(art: Artifacts, scores_note: str | None, per_label_rows: int = TOP_RO
            "them was chosen (ties: higher precision, then higher threshold)."
            if mode == "sweep" else
            f"Mode `{mode}`: the threshold was fixed by the caller, no sweep was run.")
-    out += [_heading(2, vi[1]), "", how, ""] + _metrics_table(m, art.threshold) + [""]
+    out += [_heading(2, vi[1]), "", how, ""] + _metrics_table(m, art.threshold_shown) + [""]
+    if m.get("operating_curve") and not m.get("degenerate_threshold"):
+        out += ["What each recall target would cost (same rule; metrics.json operating_curve):",
+                ""] + _curve_table(m["operating_curve"], m.get("threshold")) + [""]
     if plot_written:
-        out += [f"![Score distribution: PASS vs NO_PASS with the threshold]({PLOT_NAME})", "",
-                f"Histogram of {scores_note}; dashed line = chosen threshold.", ""]
+        out += [f"![Score distribution per label with the threshold]({PLOT_NAME})", "",
+                f"Histogram of {scores_note}, one strip per label, counts log-scaled; dashed "
+                "line = chosen threshold, dotted = the other recall targets' thresholds.", ""]
     out += [placeholder("threshold", "explain what the operating point costs: how many PASS "
                         "rows are false alarms, and where the two score populations overlap."), ""]
 
@@ -299,6 +398,14 @@ def render(art: Artifacts, scores_note: str | None, per_label_rows: int = TOP_RO
     if art.spot and art.spot.get("first_lighting"):
         out += [f"Five weakest PASS and five weakest NO_PASS samples, first lighting "
                 f"`{art.spot['first_lighting']}`, thumbnails 128x128 in `rca_images/`.", ""]
+        sheet = art.spot.get("sheet") or {}
+        if sheet.get("image") and (art.dir / sheet["image"]).is_file():
+            lay = art.spot.get("layout") or {}
+            out += [f"![Spot-check sheet: every lighting of each sample"
+                    f"{' beside its golden' if lay.get('golden') else ''}]({sheet['image']})", "",
+                    f"Overview sheet: each sample's lightings as {lay.get('how', 'one row')}"
+                    + ("; the golden's lightings beside them" if lay.get("golden") else "")
+                    + ". Per-sample panels are in `rca_images/samples/`.", ""]
     out += _spot_table(art.spot) + [""]
     out += [placeholder("spot-check", "view each image, write one verdict per row ("
                         + ", ".join(rr.VERDICTS) + ") and summarise what you saw."), ""]
@@ -355,7 +462,8 @@ def draft(results_dir: str | os.PathLike, inference_dir: str | None = None,
     plot_written = False
     if plot and art.unreachable is None and scores is not None and len(scores):
         thr = art.threshold
-        plot_scores(scores, float(thr) if thr is not None else None, results / PLOT_NAME, note)
+        plot_scores(scores, float(thr) if thr is not None else None, results / PLOT_NAME, note,
+                    (art.metrics or {}).get("operating_curve"))
         plot_written = True
     text = render(art, note, per_label_rows, plot_written)
     from tao_aoi.atomic import write_text

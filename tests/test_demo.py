@@ -27,7 +27,7 @@ def _digest(folder: Path) -> str:
     for p in sorted(folder.rglob("*")):
         if p.is_file():
             h.update(p.relative_to(folder).as_posix().encode())
-            h.update(p.read_bytes())
+            h.update(p.read_bytes().replace(str(folder).encode(), b"<workspace>"))
     return h.hexdigest()
 
 
@@ -38,17 +38,21 @@ def test_synthetic_experiment_is_deterministic_and_shaped_like_vcn(tmp_path):
         _digest(tmp_path / "c") != _digest(tmp_path / "a")
     df = pd.read_csv(a.csv_path)
     assert 300 <= len(df) <= 600
-    assert {"input_path", "object_name", "label", "siamese_score"} <= set(df.columns)
+    assert {"input_path", "golden_path", "object_name", "label", "siamese_score"} <= set(df.columns)
     labels = set(df["label"].str.strip().str.upper())
     assert {"PASS", "MISSING", "BRIDGE", "EXCESS_SOLDER", "SHIFT", "TOMBSTONE"} <= labels
     classify = yaml.safe_load(a.train_yaml.read_text())["dataset"]["classify"]
     assert classify["image_ext"] == ".jpg"
-    assert len(classify["input_map"]) == 3
+    assert len(classify["input_map"]) == classify["num_input"] == 4
+    assert classify["grid_map"] == {"x": 2, "y": 2} and classify["concat_type"] == "grid"
+    assert classify["infer_dataset"]["images_dir"] == str(a.dataset_dir)
     assert list(classify["input_map"]) != sorted(classify["input_map"], key=classify["input_map"].get)
     row = df.iloc[0]
     for light in INPUT_MAP:
         with Image.open(a.dataset_dir / row["input_path"] / f"{row['object_name']}_{light}.jpg") as im:
             assert im.size == (96, 96)
+        # the golden: <images_dir>/<golden_path>/<object>_<light><ext>
+        assert (a.dataset_dir / row["golden_path"] / f"{row['object_name']}_{light}.jpg").is_file()
     # overlapping classes: some PASS rows score above some NO_PASS rows
     is_pass = df["label"].str.strip().str.upper() == "PASS"
     assert df.loc[is_pass, "siamese_score"].max() > df.loc[~is_pass, "siamese_score"].min()
@@ -103,8 +107,16 @@ def test_demo_end_to_end(tmp_path):
     assert spec["top_k_per_label"] == 50 and spec["min_recall"] == 1.0
     gaps = pd.read_parquet(rca / "kpi_gaps.parquet")
     assert (gaps["label"].str.strip().str.upper() != "PASS").any()  # top-K, not wrong-side
-    thumbs = sorted((rca / rr.RCA_IMAGES_DIR).glob("*.png"))
+    thumbs = sorted(p for p in (rca / rr.RCA_IMAGES_DIR).glob("*.png")
+                    if p.name != rr.RCA_SPOT_CHECK_SHEET)
     assert len(thumbs) == rr.RCA_SPOT_CHECK_COUNT
+    # the sheet: every lighting in the 2x2 grid_map with the golden beside, all ten samples
+    spot = json.loads((rca / rr.RCA_IMAGES_DIR / rr.RCA_SPOT_CHECK_JSON).read_text())
+    assert spot["layout"]["columns"] == 2 and spot["layout"]["rows"] == 2 and spot["layout"]["golden"]
+    assert spot["missing_tiles"] == 0 and len(spot["samples"]) == 10
+    assert all(len(s["lightings"]) == 4 and s["golden"] and s["tiles"] == 8 for s in spot["samples"])
+    with Image.open(rca / rr.RCA_IMAGES_DIR / rr.RCA_SPOT_CHECK_SHEET) as im:
+        assert im.width <= 2000 and im.size == (spot["sheet"]["width"], spot["sheet"]["height"])
     for t in thumbs:
         with Image.open(t) as im:
             assert im.size == (128, 128)

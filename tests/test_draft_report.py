@@ -89,7 +89,9 @@ def test_draft_has_structure_numbers_labels_and_links(tmp_path):
     assert "| RARE_LABEL | NO_PASS | 7 | 0 | 0.0% |" in per_label
     spot = section_text(md, "Visual Spot Check")
     links = re.findall(r"\]\((rca_images/[^)]+\.png)\)", spot)
-    assert len(links) == 10 and all((results / link).is_file() for link in links)
+    assert links[0] == "rca_images/spot_check_sheet.png"  # the overview sheet first
+    assert len(links) == 11 and all((results / link).is_file() for link in links)
+    assert "Degenerate threshold" not in md  # a clean run: no degenerate lead
     assert spot.count("|  |") >= 10  # empty Verdict cells for the agent
     top = section_text(md, "Top-K Weakest Samples")
     top_rows = [line for line in top.splitlines() if re.match(r"\| \d+ \|", line)]
@@ -149,3 +151,95 @@ def test_empty_results_dir_is_usage_error(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "metrics.json" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------- degenerate threshold
+CURVE = [{"min_recall": 1.0, "threshold": -5e-324, "recall": 1.0, "far": 1.0, "precision": 0.2427,
+          "f1": 0.3906, "false_alarms": 1301},
+         {"min_recall": 0.999, "threshold": 0.31, "recall": 0.9976, "far": 0.0415,
+          "precision": 0.88, "f1": 0.93, "false_alarms": 54},
+         {"min_recall": 0.99, "threshold": 0.35, "recall": 0.9904, "far": 0.02, "precision": 0.94,
+          "f1": 0.96, "false_alarms": 26}]
+
+
+def make_degenerate(results: Path) -> None:
+    write_metrics(results, threshold=-5e-324)
+    m = json.loads((results / "metrics.json").read_text())
+    m.update(confusion_matrix={"tp": 417, "fp": 1301, "tn": 0, "fn": 0}, far=1.0,
+             precision=0.2427, operating_curve=CURVE, degenerate_threshold=True,
+             threshold_readable="below every score (-5e-324)",
+             threshold_pinned_by=[{"input_path": "n/9", "object_name": "R99", "label": "MISSING",
+                                   "score": 0.0}],
+             relaxed_target=CURVE[1])
+    (results / "metrics.json").write_text(json.dumps(m))
+
+
+def test_degenerate_threshold_leads_the_verdict(tmp_path):
+    results, _ = make_results(tmp_path, PASS + NO_PASS)
+    make_degenerate(results)
+    run_spot_check(results, LIGHTS, ".jpg")
+    draft(results)
+    md = (results / "RCA_Report.draft.md").read_text()
+    verdict = section_text(md, "Verdict").strip()
+    first = verdict.split("\n\n")[0]
+    assert first.startswith("**Degenerate threshold.**")
+    assert "below every score (-5e-324)" in first and "1301 of 1301 PASS rows" in first
+    assert "FAR 1.0000" in first and "`n/9/R99` (MISSING, score 0)" in first
+    assert "min_recall = 0.999 gives threshold 0.31, recall 0.9976, FAR 0.0415 (54 false alarms)" in verdict
+    # the operating curve as a table in the lead
+    assert "| Recall target | Threshold | Recall | FAR | False alarms | Precision |" in verdict
+    assert "| 1 | -5e-324 (chosen) | 1.0000 | 1.0000 | 1301 |" in verdict
+    assert "| 0.99 | 0.35 | 0.9904 | 0.0200 | 26 |" in verdict
+    assert verdict.index("Degenerate") < verdict.index("<!-- AGENT: verdict")
+    thr = section_text(md, "Threshold Selection")
+    assert "| Threshold | below every score (-5e-324) (sweep) |" in thr
+    # the report hook reads the readable form as the threshold of threshold.txt
+    from tao_aoi.hooks.report_check import same_threshold, stated_thresholds
+    assert any(same_threshold(v, "-5e-324") for v in stated_thresholds(verdict))
+    assert any(same_threshold(v, "-5e-324") for v in stated_thresholds(thr))
+
+
+def test_clean_run_shows_the_curve_in_threshold_selection_without_a_lead(tmp_path):
+    results = build(tmp_path)
+    m = json.loads((results / "metrics.json").read_text())
+    m.update(operating_curve=CURVE[1:], degenerate_threshold=False, threshold_readable="0.123456789")
+    (results / "metrics.json").write_text(json.dumps(m))
+    draft(results)
+    md = (results / "RCA_Report.draft.md").read_text()
+    assert "Degenerate" not in md
+    assert section_text(md, "Verdict").strip().startswith("<!-- AGENT: verdict")
+    assert "| 0.999 | 0.31 | 0.9976 | 0.0415 | 54 |" in section_text(md, "Threshold Selection")
+
+
+def test_score_plot_one_log_strip_per_label(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from tao_aoi.report_draft import plot_scores
+    import pandas as pd
+
+    df = pd.DataFrame({"label": ["PASS"] * 500 + [" pass "] * 3 + ["MISSING"] * 20 + ["BRIDGE"] * 5,
+                       "siamese_score": [0.1] * 503 + [0.0] + [0.8] * 19 + [0.7] * 5})
+    for n_labels, frame in ((3, df), (2, df[df["label"] != "BRIDGE"])):
+        dest = tmp_path / f"plot{n_labels}.png"
+        plot_scores(frame, -5e-324, dest, "test", CURVE)
+        with Image.open(dest) as im:
+            # one strip per normalised label (" pass " is PASS): 100 px + 85 px per strip
+            assert im.size == (800, round(100 * (1.0 + 0.85 * n_labels)))
+    import matplotlib.pyplot as plt
+    captured = {}
+    orig = plt.Figure.savefig
+
+    def spy(self, *a, **k):
+        axes = self.axes
+        captured["scales"] = [ax.get_yscale() for ax in axes]
+        captured["vlines"] = [sorted(round(l.get_xdata()[0], 4) for l in ax.get_lines()
+                                     if len(l.get_xdata()) == 2) for ax in axes]
+        return orig(self, *a, **k)
+    plt.Figure.savefig = spy
+    try:
+        plot_scores(df, -5e-324, tmp_path / "spy.png", "test", CURVE)
+    finally:
+        plt.Figure.savefig = orig
+    assert captured["scales"] == ["log"] * 3
+    assert all(v == [0.0, 0.31, 0.35] for v in captured["vlines"])

@@ -317,10 +317,100 @@ def test_missing_tables_are_reported(tmp_path):
     assert "Threshold Selection has no confusion-matrix table" in out
 
 
-def test_confusion_matrix_must_match_metrics(tmp_path):
+@pytest.mark.parametrize("cell,wrong", [("TP", 58), ("FP", 14), ("TN", 910), ("FN", 1)])
+def test_each_wrong_confusion_matrix_cell_is_named(tmp_path, cell, wrong):
     folder = make_rca_run(tmp_path)
-    out = check(write_rca_report(folder, rca_report().replace("FP 13", "FP 14")), tmp_path)
-    assert "does not match metrics.json (missing fp=13)" in out
+    right = CM[cell.lower()]
+    text = rca_report().replace(f"{cell} {right} |", f"{cell} {wrong} |")
+    out = check(write_rca_report(folder, text), tmp_path)
+    assert (f"confusion-matrix cell {cell} is {wrong} in Threshold Selection, but metrics.json "
+            f"has {cell.lower()}={right}") in out
+    # only that cell is reported
+    assert out.count("confusion-matrix cell") == 1
+
+
+def test_swapped_cells_are_caught_although_every_number_appears(tmp_path):
+    # the old check looked for each number anywhere in the tables: FP and FN swapped passed
+    folder = make_rca_run(tmp_path)
+    text = rca_report().replace("FN 0 |", "FN 13 |").replace("FP 13 |", "FP 0 |")
+    out = check(write_rca_report(folder, text), tmp_path)
+    assert "cell FP is 0" in out and "cell FN is 13" in out
+
+
+def _matrix(tp, fn, fp, tn, style):
+    if style == "bare":
+        return ("| | Predicted NO_PASS | Predicted PASS |\n|---|---|---|\n"
+                f"| Actual NO_PASS | {tp} | {fn} |\n| Actual PASS | {fp} | {tn} |\n")
+    if style == "header":
+        return f"| TP | FP | TN | FN |\n|---|---|---|---|\n| {tp} | {fp} | {tn} | {fn} |\n"
+    return (f"| Cell | Count |\n|---|---|\n| TP | {tp} |\n| FP | {fp} |\n| TN | {tn} |\n"
+            f"| FN | {fn:,} |\n")
+
+
+@pytest.mark.parametrize("style", ["bare", "header", "rows"])
+def test_confusion_matrix_table_styles(tmp_path, style):
+    folder = make_rca_run(tmp_path)
+    text = rca_report()
+    start = text.index("| | Predicted NO_PASS")
+    end = text.index("\n", text.index("| Actual PASS")) + 1
+    good = text[:start] + _matrix(57, 0, 13, 911, style) + text[end:]
+    assert check(write_rca_report(folder, good), tmp_path) == ""
+    bad = text[:start] + _matrix(57, 0, 911, 13, style) + text[end:]  # FP and TN swapped
+    out = check(write_rca_report(folder, bad), tmp_path)
+    assert "cell FP is 911" in out and "cell TN is 13" in out
+
+
+def test_confusion_matrix_cell_absent(tmp_path):
+    folder = make_rca_run(tmp_path)
+    text = rca_report().replace("| Actual PASS | FP 13 | TN 911 |", "| Actual PASS | FP 13 | |")
+    out = check(write_rca_report(folder, text), tmp_path)
+    assert "has no TN cell: write \"TN = 911\"" in out
+
+
+def test_per_label_counts_must_match_metrics(tmp_path):
+    folder = make_rca_run(tmp_path)
+    text = rca_report().replace("| BRIDGE | 8 | 0.10 |", "| BRIDGE | 9 | 0.10 |")
+    out = check(write_rca_report(folder, text), tmp_path)
+    assert "Per-Label Breakdown: BRIDGE Total is 9, but metrics.json per_label['BRIDGE'].total is 8" in out
+    # a misclassified column is checked too; escaped underscores and quoted labels resolve
+    table = ("| Label | Rows | Misclassified |\n|---|---|---|\n"
+             + "".join(f"| {lab.replace('_', chr(92) + '_')} | 8 | {2 if lab == 'TOMBSTONE' else 1} |\n"
+                       for lab in LABELS))
+    start = text.index("| Label | Total")
+    end = text.index("\n\n", start)
+    out = check(write_rca_report(folder, text[:start] + table + text[end:]), tmp_path)
+    assert "TOMBSTONE Misclassified is 2, but metrics.json per_label['TOMBSTONE'].n_misclassified is 1" in out
+    assert "BRIDGE" not in out
+
+
+def test_threshold_is_read_where_it_is_stated(tmp_path):
+    folder = make_rca_run(tmp_path)
+    # the right value somewhere else (a score, a curve row) no longer counts as "stated"
+    text = rca_report(threshold="0.4300").replace(
+        "with precision 0.8143.", f"with precision 0.8143; the lowest defect scores {THRESHOLD}.")
+    out = check(write_rca_report(folder, text), tmp_path)
+    assert f"Verdict does not state the threshold from threshold.txt ({THRESHOLD}): it gives 0.4300" in out
+    # rounding to fewer than 4 decimals, or rounding wrongly, is not the printed value
+    for bad in ("0.42", "0.4213"):
+        out = check(write_rca_report(folder, rca_report(threshold=bad)), tmp_path)
+        assert f"it gives {bad};" in out
+    # a "Threshold" table row is a statement too
+    text = rca_report().replace(f"Chosen threshold: {THRESHOLD:.4f}", "The operating point:")
+    text = text.replace("(sweep, min_recall 1.0).", "(sweep, min_recall 1.0).\n\n| Metric | Value |\n"
+                        f"|---|---|\n| Threshold | {THRESHOLD} (sweep) |\n")
+    assert check(write_rca_report(folder, text), tmp_path) == ""
+
+
+def test_degenerate_threshold_below_every_score(tmp_path):
+    folder = make_rca_run(tmp_path)
+    (folder / "threshold.txt").write_text("-5e-324")
+    m = json.loads((folder / "metrics.json").read_text())
+    m["threshold"] = -5e-324
+    (folder / "metrics.json").write_text(json.dumps(m))
+    text = rca_report(threshold="below every score (-5e-324)")
+    assert check(write_rca_report(folder, text), tmp_path) == ""
+    out = check(write_rca_report(folder, rca_report(threshold="0.0000")), tmp_path)
+    assert "does not state the threshold from threshold.txt (-5e-324): it gives 0.0000" in out
 
 
 def test_missing_label_coverage_comes_from_inference_csv(tmp_path):
@@ -356,7 +446,7 @@ def test_pinned_threshold_needs_no_threshold_file(tmp_path):
     (folder / "threshold.txt").unlink()
     assert check(write_rca_report(folder, rca_report()), tmp_path) == ""
     out = check(write_rca_report(folder, rca_report(threshold="0.4300")), tmp_path)
-    assert f"Verdict does not state the threshold from metrics.json ({THRESHOLD:.4f})" in out
+    assert f"Verdict does not state the threshold from metrics.json ({THRESHOLD}): it gives 0.4300" in out
 
 
 def test_pinned_run_ignores_a_stale_threshold_file(tmp_path):
@@ -376,8 +466,8 @@ def test_swept_threshold_file_is_required(tmp_path):
 def test_threshold_mismatch_in_verdict_and_selection(tmp_path):
     folder = make_rca_run(tmp_path)
     out = check(write_rca_report(folder, rca_report(threshold="0.4300")), tmp_path)
-    assert "Verdict does not state the threshold from threshold.txt (0.4214)" in out
-    assert "Threshold Selection does not state the threshold" in out
+    assert f"Verdict does not state the threshold from threshold.txt ({THRESHOLD}): it gives 0.4300" in out
+    assert "Threshold Selection does not state the threshold from threshold.txt" in out
     # more decimals than needed are fine
     assert check(write_rca_report(folder, rca_report(threshold="0.42137")), tmp_path) == ""
 

@@ -185,7 +185,7 @@ def test_recipe_ledger_mines_only_novel_images(tmp_path):
 
     make_inputs(tmp_path)
     ledger = tmp_path / "ledger.parquet"
-    first = run_recipe(tmp_path, LEDGER=ledger)
+    first = run_recipe(tmp_path, LEDGER=ledger, TOPN=2)
     assert first.returncode == 0, first.stderr[-3000:]
     run1 = run_dir(tmp_path)
     novel1 = pd.read_parquet(run1 / "novel.parquet")
@@ -198,13 +198,34 @@ def test_recipe_ledger_mines_only_novel_images(tmp_path):
     rec = subprocess.run(["bash", "-c", record[0]], env=env, capture_output=True, text=True)
     assert rec.returncode == 0, rec.stderr
     time.sleep(1.1)  # the run folder is named by the second
-    second = run_recipe(tmp_path, LEDGER=ledger)
+    second = run_recipe(tmp_path, LEDGER=ledger, TOPN=2)
     assert second.returncode == 0, second.stderr[-3000:]
     run2 = sorted((tmp_path / "exp" / "mining_results").iterdir())[-1]
     assert run2 != run1
-    # same targets, same pool: everything was mined before, nothing is novel
-    assert len(pd.read_parquet(run2 / "mined.parquet")) == len(novel1)
-    assert len(pd.read_parquet(run2 / "novel.parquet")) == 0
+    # same targets, same pool: the local runner excludes the ledger BEFORE the search, so
+    # the second iteration mines the next-nearest images, none of them mined before
+    mined2 = pd.read_parquet(run2 / "mined.parquet")
+    novel2 = pd.read_parquet(run2 / "novel.parquet")
+    assert len(mined2) > 0 and len(novel2) == len(mined2)
+    assert not set(mined2["filepath"]) & set(novel1["filepath"])
+    assert "Excluded before search: %d of" % len(novel1) in (run2 / "mining_summary.txt").read_text()
+    assert "ledger-no-new" not in second.stderr
+
+
+@needs_runner
+def test_recipe_bad_ledger_is_one_line_error(tmp_path):
+    make_inputs(tmp_path, n_targets=1, n_pool=2)
+    (tmp_path / "ledger_dir").mkdir()
+    proc = run_recipe(tmp_path, LEDGER=tmp_path / "ledger_dir")
+    assert proc.returncode == 2 and "is a folder" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    (tmp_path / "bad.parquet").write_text("not a parquet")
+    proc = run_recipe(tmp_path, LEDGER=tmp_path / "bad.parquet")
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("LEDGER: cannot read ledger")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "exp" / "mining_results").exists() or not any(
+        (r / "target_embeddings.parquet").exists()
+        for r in (tmp_path / "exp" / "mining_results").iterdir())
 
 
 @needs_runner

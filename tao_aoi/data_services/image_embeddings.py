@@ -22,6 +22,17 @@ metadata that ``DataFrame.to_parquet`` adds (the data read back is the same). Th
 
 Decoding and preprocessing run in ``num_workers`` threads, a few batches ahead of the
 encoder, so disk/JPEG work overlaps the forward pass.
+
+Embedding cache (local runner, ``embedding_cache=<dir>``): vectors are kept in parquet
+shards under ``<dir>/<encoder key>/`` (:func:`tao_aoi.encoders.cache_key`: the encoder
+identity, device, library versions and a weight-file fingerprint), keyed per image by its
+absolute path + size + mtime_ns, or by its content SHA-256 with ``embedding_cache_hash=true``
+(renamed or copied images hit too). Cached images are not decoded or encoded; the misses
+are embedded in ``batch_size`` chunks of their input order and appended as one new shard
+(written atomically; concurrent runs each add their own shard). A rerun over unchanged
+images embeds none and writes the same parquet bit for bit. Unreadable images are never
+cached. Every run writes ``<output stem>.summary.json`` (``embedded``,
+``reused_from_cache``, ``unreadable``, ...).
 """
 from __future__ import annotations
 
@@ -93,6 +104,107 @@ def _batches(paths: list, encoder, batch_size: int, num_workers: int):
             b0, futures = pending.popleft()
             submit_next()
             yield b0, [f.result() for f in futures]
+
+
+CACHE_COLUMNS = ("key", "filepath", "embedding")
+
+
+def summary_json_path(output_parquet: str | Path) -> Path:
+    out = Path(output_parquet)
+    return out.with_name(out.stem + ".summary.json")
+
+
+def _image_key(path, content_hash: bool) -> str | None:
+    """Cache key of one image (None: cannot stat/read it; it is then embedded, and fails, as
+    without a cache)."""
+    import hashlib
+    import os
+
+    if path is None or (isinstance(path, float) and np.isnan(path)) or str(path).strip() == "":
+        return None
+    try:
+        if content_hash:
+            h = hashlib.sha256()
+            with open(str(path), "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+            return "sha256:" + h.hexdigest()
+        st = os.stat(str(path))
+        if not os.path.isfile(str(path)):
+            return None
+        return f"stat:{os.path.abspath(str(path))}\0{st.st_size}\0{st.st_mtime_ns}"
+    except OSError:
+        return None
+
+
+class EmbeddingCache:
+    """Parquet shards of (key, filepath, embedding float32) under ``root/<encoder key>``."""
+
+    def __init__(self, root: str | Path, encoder, content_hash: bool) -> None:
+        from tao_aoi.encoders import cache_identity, cache_key
+
+        self.root = Path(str(root))
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"embedding_cache {self.root} is a file; give a folder")
+        self.folder = self.root / cache_key(encoder)
+        self.identity = cache_identity(encoder)
+        self.content_hash = content_hash
+
+    def lookup(self, keys: list) -> dict[str, np.ndarray]:
+        """{key: float32 vector} for the wanted keys present in the cache."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        wanted = {k for k in keys if k is not None}
+        found: dict[str, np.ndarray] = {}
+        if not wanted or not self.folder.is_dir():
+            return found
+        import pyarrow as pa
+
+        want_arr = pa.array(sorted(wanted), pa.string())
+        for shard in sorted(self.folder.glob("*.parquet")):
+            try:
+                t = pq.read_table(shard, columns=["key", "embedding"])
+            except Exception as exc:
+                print(f"notice: embedding cache shard {shard} unreadable ({one_line(exc)}); "
+                      f"ignored", file=sys.stderr)
+                continue
+            t = t.filter(pc.is_in(t.column("key"), value_set=want_arr))
+            if not t.num_rows:
+                continue
+            emb = t.column("embedding").combine_chunks()
+            vals = emb.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+            vecs = vals.reshape(t.num_rows, -1)
+            for k, v in zip(t.column("key").to_pylist(), vecs):
+                found.setdefault(k, v)
+        return found
+
+    def add(self, keys: list, filepaths: list, vectors: np.ndarray) -> Path | None:
+        import os
+        import uuid
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from tao_aoi import atomic
+
+        rows = [i for i, k in enumerate(keys) if k is not None]
+        if not rows:
+            return None
+        self.folder.mkdir(parents=True, exist_ok=True)
+        ident = self.folder / "encoder.json"
+        if not ident.exists():
+            atomic.write_text(ident, json.dumps(self.identity, sort_keys=True, indent=1) + "\n")
+        d = vectors.shape[1]
+        v = np.ascontiguousarray(vectors[rows], np.float32)
+        offsets = pa.array(np.arange(0, (len(rows) + 1) * d, d, dtype=np.int32))
+        table = pa.table({"key": pa.array([keys[i] for i in rows], pa.string()),
+                          "filepath": pa.array([str(filepaths[i]) for i in rows], pa.string()),
+                          "embedding": pa.ListArray.from_arrays(offsets, pa.array(v.reshape(-1)))})
+        path = self.folder / f"part-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+        with atomic.atomic_path(path) as tmp:
+            pq.write_table(table, str(tmp))
+        return path
 
 
 def _validate(cfg: dict):
@@ -172,28 +284,52 @@ def run(cfg: dict) -> int:
     sidecar = unreadable_sidecar(out)
     paths = pd.read_parquet(src, columns=["filepath"])["filepath"].tolist()
     n = len(paths)
+    cache_dir = str(cfg.get("embedding_cache") or "").strip()
+    content_hash = _flag(cfg.get("embedding_cache_hash", False), "embedding_cache_hash")
+    cache = EmbeddingCache(cache_dir, encoder, content_hash) if cache_dir else None
     unreadable: list[tuple[str, str]] = []
-    names: list = []
-    vec_parts: list[np.ndarray] = []
     t0 = time.perf_counter()
+    keys: list = [None] * n
+    hits: dict[str, np.ndarray] = {}
+    if cache is not None:
+        keys = [_image_key(p, content_hash) for p in paths]
+        hits = cache.lookup(keys)
+    todo = [i for i in range(n) if keys[i] is None or keys[i] not in hits]
+    got: dict[int, np.ndarray] = {}   # input row -> vector (misses, embedded now)
     try:
         bar = tqdm(total=n, desc="embedding", unit="img", file=sys.stderr,
                    mininterval=1.0 if sys.stderr.isatty() else 30.0)
-        for b0, results in _batches(paths, encoder, batch_size, num_workers):
+        bar.update(n - len(todo))
+        todo_paths = [paths[i] for i in todo]
+        for b0, results in _batches(todo_paths, encoder, batch_size, num_workers):
             ok = [i for i, (arr, _) in enumerate(results) if arr is not None]
             for i, (arr, why) in enumerate(results):
                 if arr is None:
-                    unreadable.append((str(paths[b0 + i]), why))
+                    unreadable.append((str(todo_paths[b0 + i]), why))
             if ok:
-                vec_parts.append(np.asarray(
-                    encoder.encode_arrays(np.stack([results[i][0] for i in ok])), np.float32))
-                names.extend(paths[b0 + i] for i in ok)
+                vecs = np.asarray(
+                    encoder.encode_arrays(np.stack([results[i][0] for i in ok])), np.float32)
+                for i, v in zip(ok, vecs):
+                    got[todo[b0 + i]] = v
             bar.update(len(results))
         bar.close()
+        rows = [i for i in range(n) if i in got or (keys[i] is not None and keys[i] in hits)]
+        names: list = [paths[i] for i in rows]
         if n and not names:
             raise RunFailed(f"none of the {n} images in {src} could be read "
                             f"(first: {unreadable[0][0]}: {unreadable[0][1]}); see {sidecar}")
-        vectors = np.concatenate(vec_parts) if vec_parts else np.zeros((0, encoder.dim), np.float32)
+        vectors = (np.stack([got[i] if i in got else hits[keys[i]] for i in rows]).astype(np.float32, copy=False)
+                   if rows else np.zeros((0, encoder.dim), np.float32))
+        if cache is not None and got:
+            new = sorted(got)
+            # one entry per key (a path listed twice is embedded twice, cached once)
+            first = {}
+            for i in new:
+                first.setdefault(keys[i], i)
+            new = [i for i in new if keys[i] is not None and first[keys[i]] == i]
+            if new:
+                cache.add([keys[i] for i in new], [paths[i] for i in new],
+                          np.stack([got[i] for i in new]))
         if len(vectors):
             ident = dict(encoder.identity)
             ident["dim"] = int(vectors.shape[1])
@@ -211,9 +347,33 @@ def run(cfg: dict) -> int:
     else:
         sidecar.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
+    reused = n - len(todo)
+    stats = {"rows_in": n, "rows_written": table.num_rows, "embedded": len(got),
+             "reused_from_cache": reused, "unreadable": len(unreadable),
+             "embedding_cache": str(cache.folder) if cache else None,
+             "embedding_cache_key": ("content sha256" if content_hash else "path+size+mtime_ns")
+             if cache else None,
+             "seconds": round(seconds, 3), "encoder": encoder.identity}
+    from tao_aoi import atomic as _atomic
+
+    _atomic.write_text(summary_json_path(out), json.dumps(stats, sort_keys=True, indent=1) + "\n")
     _print_summary(src, out, n, table.num_rows, unreadable, encoder, seconds, sidecar,
                    table.column_names)
+    print(f"embedded: {len(got)}")
+    print(f"reused_from_cache: {reused}" + (f" (cache {cache.folder})" if cache else " (no embedding_cache)"))
+    print(f"summary_json: {summary_json_path(out)}")
     return 0
+
+
+def _flag(value, key: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off", "", "none", "null"):
+        return False
+    raise UsageError(f"{key}={value!r}: use true or false")
 
 
 def _write_sidecar(path: Path, unreadable: list[tuple[str, str]]) -> None:

@@ -22,6 +22,17 @@ that pair's target; the earliest such pair on equal distances). ``mining_summary
 beside it starts with the container's text line for line; the runner's own lines follow.
 Both parquets must record the same encoder (metadata written by ``embedding
 image_embeddings``); a mismatch is refused unless ``allow_encoder_mismatch``.
+
+Local-runner additions (the container has none of these):
+
+* ``source_parquet`` may be a folder of parquet shards (``*.parquet``, name order = row
+  order). The pool is never loaded whole: it is streamed in fixed blocks (a reader thread
+  decodes the next block while the current one is searched) with an exact running top-k,
+  so memory depends on the block size, and a pool gives the same result sharded or not.
+* ``exclude_parquet``: a parquet or CSV with ``filepath`` (a mined parquet or a mining
+  ledger). Source rows whose filepath (``os.path.normpath``) is listed leave the candidate
+  set BEFORE the search, so every target still gets its ``topn`` nearest non-excluded
+  sources (history-aware mining that does not empty itself).
 """
 from __future__ import annotations
 
@@ -124,16 +135,62 @@ def read_embeddings(path: str | Path, column: str, key: str) -> np.ndarray:
 
 
 def _read_columns(path: Path, wanted: tuple[str, ...]) -> dict:
-    """The wanted columns present in the parquet, as pandas reads them (the container reads
-    the parquets with pandas, so labels and filepaths are those values)."""
+    """The wanted columns present in the parquet (or in every shard of a folder), as pandas
+    reads them (the container reads the parquets with pandas, so labels and filepaths are
+    those values). Shards are concatenated as Arrow first, so a folder gives the values one
+    file with the same rows gives."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = pq.read_schema(str(path)).names
-    present = [c for c in wanted if c in names]
+    from tao_aoi.knn import shard_paths
+
+    shards = shard_paths(path) if path.is_dir() else [path]
+    names = [pq.read_schema(str(p)).names for p in shards]
+    present = [c for c in wanted if all(c in n for n in names)]
     if not present:
         return {}
-    table = pq.read_table(str(path), columns=present)
+    tables = [pq.read_table(str(p), columns=present).replace_schema_metadata(None)
+              for p in shards]
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables, promote_options="default")
     return {c: table.column(c).to_pandas() for c in present}
+
+
+def _source_identity(src: Path) -> dict | None:
+    """The encoder identity of the pool; a folder's shards must all record the same one."""
+    from tao_aoi.encoders import describe, read_encoder_identity, same_encoder
+    from tao_aoi.knn import shard_paths
+
+    if not src.is_dir():
+        return read_encoder_identity(src)
+    shards = shard_paths(src)
+    first = read_encoder_identity(shards[0])
+    for p in shards[1:]:
+        ident = read_encoder_identity(p)
+        if (ident is None) != (first is None) or (ident and not same_encoder(first, ident)):
+            raise UsageError(f"source shards disagree on the encoder: {shards[0].name} has "
+                             f"{describe(first)}, {p.name} has {describe(ident)}; re-embed the "
+                             f"pool with one embedding spec")
+    return first
+
+
+def read_exclusions(value) -> tuple[set[str], str]:
+    """(normalised filepaths to exclude, source description) from ``exclude_parquet``:
+    a parquet or .csv with a ``filepath`` column (a mined parquet or a mining ledger)."""
+    import os
+
+    from tao_aoi import ledger
+
+    text = "" if value is None else str(value).strip()
+    if not text:
+        return set(), ""
+    p = Path(text)
+    if p.is_dir():
+        raise UsageError(f"exclude_parquet {p} is a folder; give a parquet or .csv with a "
+                         f"filepath column (a mined parquet or the mining ledger)")
+    if not p.is_file():
+        raise UsageError(f"exclude_parquet not found: {p}")
+    df = ledger.read_mined(p)  # parquet or csv; one-line UsageError without filepath
+    return {os.path.normpath(str(v)) for v in df["filepath"]}, str(p)
 
 
 def _check_encoders(src_id: dict | None, tgt_id: dict | None, dims: tuple[int, int],
@@ -170,9 +227,10 @@ def _validate(cfg: dict):
     src = Path(str(cfg["source_parquet"]))
     tgt = Path(str(cfg["target_parquet"]))
     out = Path(str(cfg["output_parquet"]))
-    for key, p in (("source_parquet", src), ("target_parquet", tgt)):
-        if not p.is_file():
-            raise UsageError(f"{key} not found: {p}")
+    if not (src.is_file() or src.is_dir()):
+        raise UsageError(f"source_parquet not found: {src}")
+    if not tgt.is_file():
+        raise UsageError(f"target_parquet not found: {tgt}")
     if out.resolve() in (src.resolve(), tgt.resolve()):
         raise UsageError("output_parquet must differ from source_parquet and target_parquet")
     if out.is_dir():
@@ -245,6 +303,7 @@ def run(cfg: dict) -> int:
 
     t0 = time.perf_counter()
     src, tgt, out, topn, metric = _validate(cfg)
+    excluded_paths, exclude_src = read_exclusions(cfg.get("exclude_parquet"))
     threshold = float(cfg.get("distance_threshold", -1.0))
     src_col = str(cfg.get("source_embed_column_name", "embedding"))
     tgt_col = str(cfg.get("target_embed_column_name", "embedding"))
@@ -256,15 +315,34 @@ def run(cfg: dict) -> int:
     if "filepath" not in src_ids:
         raise UsageError(f"source_parquet {src} has no 'filepath' column; mined images are "
                          f"reported by filepath")
-    s_emb = read_embeddings(src, src_col, "source_parquet")
+    try:
+        pool = knn.ParquetShards(src, src_col, normalize=(metric == "cosine"))
+    except knn.SourceError as exc:
+        raise UsageError(f"source_parquet {exc}") from None
+    n_s = pool.n_rows
+    if n_s == 0:
+        raise UsageError(f"source_parquet {src} has no rows")
+    if len(src_ids["filepath"]) != n_s:
+        raise UsageError(f"source_parquet {src}: {len(src_ids['filepath'])} filepaths but {n_s} "
+                         f"embedding rows")
     t_emb = read_embeddings(tgt, tgt_col, "target_parquet")
-    n_s, n_t = len(s_emb), len(t_emb)
+    n_t = len(t_emb)
     if topn > n_s:
         raise UsageError(f"topn={topn} exceeds the {n_s} source embeddings in {src}; the container "
                          f"fails on this too -- lower topn or grow the pool")
-    src_identity = read_encoder_identity(src)
+    exclude = None
+    if exclude_src:
+        import os
+
+        keys = src_ids["filepath"].map(lambda v: os.path.normpath(str(v)))
+        exclude = keys.isin(excluded_paths).to_numpy()
+        if topn > n_s - int(exclude.sum()):
+            raise UsageError(f"topn={topn} exceeds the {n_s - int(exclude.sum())} source embeddings "
+                             f"left after excluding {int(exclude.sum())} listed in {exclude_src}; "
+                             f"lower topn or grow the pool")
+    src_identity = _source_identity(src)
     check, warnings = _check_encoders(src_identity, read_encoder_identity(tgt),
-                                      (s_emb.shape[1], t_emb.shape[1]),
+                                      (pool.dim, t_emb.shape[1]),
                                       parse_flag(cfg.get("allow_encoder_mismatch", False),
                                                  "allow_encoder_mismatch"), src, tgt)
     requested, flag_warning = label_filter_requested(cfg.get("filter_by_label", "false"))
@@ -283,21 +361,26 @@ def run(cfg: dict) -> int:
     summary = summary_path(out)
     try:
         if metric == "cosine":
-            knn.l2_normalize_(s_emb)
             knn.l2_normalize_(t_emb)
         from tqdm import tqdm
 
         with tqdm(total=n_s, desc="nearest neighbours", unit="src", unit_scale=True,
                   file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 30.0) as bar:
-            idx, dist = knn.topk(t_emb, s_emb, topn, metric, normalized=(metric == "cosine"),
-                                 progress=bar.update)
-        del s_emb, t_emb
+            try:
+                idx, dist = knn.topk_stream(t_emb, pool, topn, metric,
+                                            normalized=(metric == "cosine"), exclude=exclude,
+                                            progress=bar.update)
+            except knn.SourceError as exc:
+                raise UsageError(f"source_parquet {exc}") from None
+        del t_emb
         labels = (src_ids["label"], tgt_ids["label"]) if label_filter else None
         t_idx, s_idx, d, mismatches, dropped_far = _filter_pairs(idx, dist, labels, threshold)
         table, candidates = _mined_table(t_idx, s_idx, d, src_ids, tgt_ids)
         meta = {MINING_METADATA_KEY.encode(): json.dumps({
                     "topn": topn, "knn_metric": metric, "filter_by_label": label_filter,
                     "distance_threshold": threshold, "source_parquet": str(src),
+                    **({"exclude_parquet": exclude_src, "excluded_sources": int(exclude.sum())}
+                       if exclude_src else {}),
                     "target_parquet": str(tgt)}).encode()}
         if src_identity:
             meta.update(identity_metadata(src_identity))
@@ -323,9 +406,14 @@ def run(cfg: dict) -> int:
         lines += [
             "Local runner:",
             f"  knn_metric: {metric}",
-            f"  Source pool: {n_s}",
+            f"  Source pool: {n_s}" + (f" ({len(knn.shard_paths(src))} shards)"
+                                         if src.is_dir() else ""),
             f"  Encoder: {describe(src_identity)} ({check})",
         ]
+        if exclude_src:
+            lines.append(f"  Excluded before search: {int(exclude.sum())} of {n_s} sources "
+                         f"listed in {exclude_src} ({len(excluded_paths)} filepaths listed); "
+                         f"searched {n_s - int(exclude.sum())}")
         if threshold >= 0:
             lines.append(f"  Distance filtering: kept {after_label - dropped_far}/{after_label} "
                          f"pairs, dropped {dropped_far} exceeding threshold {threshold:.4f}")

@@ -2,9 +2,15 @@
 
 Layout written under ``workspace``::
 
-    experiment/inference/inference.csv   input_path, object_name, label, siamese_score, + extras
-    experiment/train.yaml                dataset.classify.input_map (3 lightings) + image_ext
-    dataset/<input_path>/<object>_<light>.jpg   96x96 renders, one per lighting
+    experiment/inference/inference.csv   input_path, golden_path, object_name, label,
+                                         siamese_score, + an extra column (as TAO writes it)
+    experiment/train.yaml                dataset.classify as a TAO VCN Classify spec: input_map
+                                         (4 lightings), num_input, concat_type: grid,
+                                         grid_map {x: 2, y: 2}, image_ext,
+                                         infer_dataset.images_dir (= dataset/)
+    dataset/<input_path>/<object>_<light>.jpg           96x96 renders, one per lighting
+    dataset/golden/<input_path>/<object>_<light>.jpg    the sample's golden (a good part),
+                                         i.e. <images_dir>/<golden_path>/<object>_<light>.jpg
 
 Scores are drawn so that PASS and NO_PASS overlap (a realistic, imperfect model), a few
 rows are deliberately mislabeled (the picture disagrees with the label), and one
@@ -22,9 +28,10 @@ import numpy as np
 
 from tao_aoi.labels import normalize_label
 
-# Written in this order on purpose: the first lighting is the one with the smallest index
-# (Top, index 0), not the first key in the file.
-INPUT_MAP = {"Angle": 1, "UV": 2, "Top": 0}
+# Written in this order on purpose: the container expands lightings in the YAML key order
+# (Angle first), not by index (Top is index 0, the first cell of the 2x2 grid).
+INPUT_MAP = {"Angle": 1, "UV": 2, "Top": 0, "Side": 3}
+GRID_MAP = {"x": 2, "y": 2}
 IMAGE_EXT = ".jpg"
 DEFECTS = ("MISSING", "BRIDGE", "EXCESS_SOLDER", "SHIFT", "TOMBSTONE")
 # label -> (count, score mean, score sd): SHIFT and TOMBSTONE sit close to the PASS cloud.
@@ -34,7 +41,7 @@ POPULATION = {"PASS": (260, 0.22, 0.10), "MISSING": (45, 0.80, 0.08),
 SIZE = 96
 # (tint multiplier, brightness offset) per lighting
 LIGHT_LOOK = {"Top": ((1.0, 1.0, 1.0), 0), "Angle": ((0.85, 0.95, 1.1), -25),
-              "UV": ((0.7, 0.6, 1.25), -10)}
+              "UV": ((0.7, 0.6, 1.25), -10), "Side": ((1.1, 0.95, 0.8), -15)}
 
 
 @dataclass
@@ -117,7 +124,8 @@ def generate(workspace: str | Path, seed: int = 7) -> SynthInfo:
                       "SHIFT": "R", "TOMBSTONE": "C"}[label]
             obj = f"{prefix}{counter}"
             score = float(np.clip(rng.normal(mean, sd), 0.001, 0.999))
-            rows.append({"input_path": f"{board}/panel_{counter % 3 + 1}", "object_name": obj,
+            panel = f"{board}/panel_{counter % 3 + 1}"
+            rows.append({"input_path": panel, "golden_path": f"golden/{panel}", "object_name": obj,
                          "label": label, "siamese_score": round(score, 6), "shows": label,
                          "dark": False})
     # Deliberate mistakes: images that show a defect but are labelled PASS (high score),
@@ -136,27 +144,43 @@ def generate(workspace: str | Path, seed: int = 7) -> SynthInfo:
 
     lights = list(INPUT_MAP)
     n_images = 0
+    golden_renders: dict = {}
     for r in rows:
         folder = data / r["input_path"]
         folder.mkdir(parents=True, exist_ok=True)
+        golden = data / r["golden_path"]
+        golden.mkdir(parents=True, exist_ok=True)
         for light in lights:
             (folder / f"{r['object_name']}_{light}{IMAGE_EXT}").write_bytes(
                 draw_component(r["shows"], light, rng, r["dark"]))
-            n_images += 1
+            # one golden render per (board panel, lighting), as a real golden board is shared
+            key = (r["golden_path"], light)
+            if key not in golden_renders:
+                golden_renders[key] = draw_component("PASS", light, rng)
+            (golden / f"{r['object_name']}_{light}{IMAGE_EXT}").write_bytes(golden_renders[key])
+            n_images += 2
 
     csv_path = exp / "inference" / "inference.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(["input_path", "object_name", "label", "siamese_score", "board_side"])
+        w.writerow(["input_path", "golden_path", "object_name", "label", "siamese_score",
+                    "board_side"])
         for r in rows:
-            w.writerow([r["input_path"], r["object_name"], r["label"], r["siamese_score"],
+            w.writerow([r["input_path"], r["golden_path"], r["object_name"], r["label"],
+                        r["siamese_score"],
                          "top" if int(r["object_name"][1:]) % 2 else "bottom"])
     train_yaml = exp / "train.yaml"
     map_lines = "".join(f"      {k}: {v}\n" for k, v in INPUT_MAP.items())
     train_yaml.write_text(
-        "# Synthetic VCN Classify train config (demo). Only dataset.classify is read.\n"
-        "model:\n  backbone: synthetic\n"
-        "dataset:\n  classify:\n    image_ext: " + IMAGE_EXT + "\n    input_map:\n" + map_lines +
+        "# Synthetic VCN Classify train config (demo), shaped like a TAO experiment spec.\n"
+        "# The skill bank reads dataset.classify only.\n"
+        "model:\n  backbone:\n    type: synthetic\n  classify:\n    train_margin_euclid: 2.0\n"
+        "dataset:\n  classify:\n"
+        f"    infer_dataset:\n      csv_path: {csv_path}\n      images_dir: {data}\n"
+        f"    image_ext: {IMAGE_EXT}\n    image_width: {SIZE}\n    image_height: {SIZE}\n"
+        f"    num_input: {len(INPUT_MAP)}\n    concat_type: grid\n"
+        f"    grid_map:\n      x: {GRID_MAP['x']}\n      y: {GRID_MAP['y']}\n"
+        "    input_map:\n" + map_lines +
         "train:\n  num_epochs: 1\n", encoding="utf-8")
     mislabeled = [(r["input_path"], r["object_name"], r["label"], r["shows"])
                   for r in rows if r["shows"] != normalize_label(r["label"])]

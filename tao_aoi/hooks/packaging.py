@@ -69,7 +69,9 @@ _SKIP_NAMES = {"__pycache__", ".DS_Store"}
 _MAX_DEPTH = 32
 _SESSION_TMP = ".claude_session.jsonl.part"   # inside the bundle's temp folder, moved out last
 DETECT_SECRETS_ENV = "TAO_AOI_DETECT_SECRETS"  # 0 = do not run detect-secrets
-_DS_TIMEOUT_S = 25.0
+_DS_TIMEOUT_S = 30.0        # the hook has 60 s in all (hooks/hooks.json)
+_DS_BUDGET_S = 15.0         # no file is started after this
+_DS_MAX_BYTES = 2 << 20     # detect-secrets reads ~150 kB/s: a bigger file is left to the builtin rules
 _JSONL_PROBE = 1 << 16
 
 
@@ -252,10 +254,11 @@ def detect_secrets_pass(python: str, files: dict[str, Path], redactions: dict[st
     """Run detect-secrets on the bundle's redacted text files; mask what it still finds (in
     every file). Returns the manifest entry for this engine."""
     rels = list(files)
-    script = Path(__file__).with_name("ds_scan.py")
+    script = Path(__file__).resolve().parents[1] / "secret_scan.py"   # runs in the venv, not here
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     try:
-        proc = subprocess.run([python, "-I", str(script), *(str(files[r]) for r in rels)],
+        proc = subprocess.run([python, "-I", str(script), str(_DS_BUDGET_S), str(_DS_MAX_BYTES),
+                               *(str(files[r]) for r in rels)],
                               capture_output=True, text=True, timeout=_DS_TIMEOUT_S,
                               stdin=subprocess.DEVNULL, env=env)
         result = json.loads(proc.stdout) if proc.returncode == 0 else None
@@ -292,7 +295,9 @@ def detect_secrets_pass(python: str, files: dict[str, Path], redactions: dict[st
                     return TAG.format(forms[m.group()])
                 return pattern.sub(repl, line)
             _rewrite_lines(files[rel], fix)
-    return {"ran": True, "version": result.get("version"), "values_found": len(values)}
+    scanned = {rels[i] for i in result.get("scanned", []) if isinstance(i, int) and i < len(rels)}
+    return {"ran": True, "version": result.get("version"), "values_found": len(values),
+            "not_scanned": sorted(set(rels) - scanned)}
 
 
 def _line_of(path: Path, number: int) -> str:
@@ -428,6 +433,7 @@ def package(report: Path, family: str, event: dict) -> list[str]:
         bundle.copy_tree(root / "skills" / rr.SKILLS[family], rr.SKILLS[family], plugin_real)
         for rel in _PLUGIN_FILES:
             bundle.copy_file(root / rel, rel, plugin_real, trusted_binary=True)
+        known_before_session = len(bundle.known)
         session = _copy_session(event, folder, bundle, manifest)
 
         text_files = {rel: tmp / rel for rel in bundle.redactions if (tmp / rel).is_file()}
@@ -439,7 +445,12 @@ def package(report: Path, family: str, event: dict) -> list[str]:
                                                             bundle.known)
         else:
             engines["detect_secrets"] = {"ran": False, "reason": why}
-        bundle.rescan_known(text_files)
+        # values first met late in the transcript (or by detect-secrets) are masked everywhere;
+        # the transcript is read again only when such values exist
+        rescan = dict(text_files)
+        if session is not None and len(bundle.known) == known_before_session:
+            rescan.pop(rr.SESSION_FILE)
+        bundle.rescan_known(rescan)
         manifest["redaction"] = {
             "engines": engines,
             "masked_total": sum(sum(c.values()) for c in bundle.redactions.values()),

@@ -47,62 +47,84 @@ TAG = "[REDACTED:{}]"
 _TAG_PREFIX = "[REDACTED"
 
 # ---------------------------------------------------------------- token shapes (kind, regex)
-_SHAPES: list[tuple[str, str]] = [
-    ("private_key", r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END[ A-Z0-9]*-----|\Z)"),
-    ("jwt", r"(?<![\w-])eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
-    ("github_token", r"(?<![A-Za-z0-9])(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"),
-    ("gitlab_token", r"(?<![A-Za-z0-9])gl(?:pat|ptt|dt|rt)-[A-Za-z0-9_-]{20,}"),
-    ("slack_token", r"(?<![A-Za-z0-9])xox[abposre]-[A-Za-z0-9-]{10,}"),
-    ("slack_webhook", r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
-    ("aws_access_key_id", r"(?<![A-Z0-9])(?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|A3T[A-Z0-9])"
-                          r"[A-Z0-9]{16}(?![A-Z0-9])"),
-    ("google_api_key", r"(?<![A-Za-z0-9])AIza[0-9A-Za-z_-]{35}"),
-    ("google_oauth", r"(?<![A-Za-z0-9])(?:ya29\.[0-9A-Za-z_-]{20,}|GOCSPX-[0-9A-Za-z_-]{20,}"
-                     r"|1//0[0-9A-Za-z_-]{30,})"),
-    ("stripe_key", r"(?<![A-Za-z0-9])(?:sk|rk|pk)_(?:live|test)_[0-9A-Za-z]{16,}"),
-    ("npm_token", r"(?<![A-Za-z0-9])npm_[A-Za-z0-9]{36}"),
-    ("pypi_token", r"(?<![A-Za-z0-9])pypi-AgE[A-Za-z0-9_-]{40,}"),
-    ("sendgrid_key", r"(?<![A-Za-z0-9])SG\.[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}"),
-    ("twilio_key", r"(?<![A-Za-z0-9])SK[0-9a-fA-F]{32}(?![0-9a-fA-F])"),
-    ("mailgun_key", r"(?<![A-Za-z0-9])key-[0-9a-zA-Z]{32}"),
-    ("digitalocean_token", r"(?<![A-Za-z0-9])do[opr]_v1_[a-f0-9]{64}"),
-    ("shopify_token", r"(?<![A-Za-z0-9])shp(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"),
-    ("databricks_token", r"(?<![A-Za-z0-9])dapi[a-f0-9]{32}"),
-    ("telegram_token", r"(?<![0-9])[0-9]{8,10}:AA[A-Za-z0-9_-]{33}"),
-    ("ngc_key", r"nvapi-[A-Za-z0-9_-]{16,}"),
-    ("anthropic_key", r"sk-ant-[A-Za-z0-9_-]{16,}"),
-    ("openai_key", r"(?<![A-Za-z0-9_-])sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}"),
-    ("hf_token", r"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{20,}"),
+# Each pattern starts with its literal prefix (the regex engine then scans for it at C speed);
+# the "not inside a longer word" test is a look-behind placed after that prefix.
+_B = r"(?<![A-Za-z0-9_-]%s)"
+
+
+def _word(prefix: str, rest: str) -> str:
+    return re.escape(prefix) + _B % re.escape(prefix) + rest
+
+
+_SHAPES: list[tuple[str, tuple[str, ...], str]] = [   # (kind, case-sensitive needles, regex)
+    ("private_key", ("PRIVATE KEY",),   # the whole block; unterminated: to the end of its string
+     r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----[^\x00]*?(?:-----END[ A-Z0-9]*-----|(?=\n\x00)|\Z)"),
+    ("jwt", ("eyJ",), _word("eyJ", r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*")),
+    *[("github_token", (p,), _word(p, r"[A-Za-z0-9]{20,}")) for p in ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")],
+    ("github_token", ("github_pat_",), _word("github_pat_", r"[A-Za-z0-9_]{20,}")),
+    *[("gitlab_token", (p,), _word(p, r"[A-Za-z0-9_-]{20,}")) for p in ("glpat-", "glptt-", "gldt-", "glrt-")],
+    ("slack_token", ("xox",), r"xox(?<![A-Za-z0-9_-]xox)[abposre]-[A-Za-z0-9-]{10,}"),
+    ("slack_webhook", ("hooks.slack.com",), r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
+    *[("aws_access_key_id", (p,), re.escape(p) + r"(?<![A-Z0-9]%s)[A-Z0-9]{%d}(?![A-Z0-9])" % (p, 20 - len(p)))
+      for p in ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA", "A3T")],
+    ("google_api_key", ("AIza",), _word("AIza", r"[0-9A-Za-z_-]{35}")),
+    ("google_oauth", ("ya29.",), _word("ya29.", r"[0-9A-Za-z_-]{20,}")),
+    ("google_oauth", ("GOCSPX-",), _word("GOCSPX-", r"[0-9A-Za-z_-]{20,}")),
+    ("google_oauth", ("1//0",), _word("1//0", r"[0-9A-Za-z_-]{30,}")),
+    *[("stripe_key", (n,), r"(?:sk|rk|pk)%s(?<![A-Za-z0-9][a-z]{2}%s)[0-9A-Za-z]{16,}" % (n, n))
+      for n in ("_live_", "_test_")],
+    ("npm_token", ("npm_",), _word("npm_", r"[A-Za-z0-9]{36}")),
+    ("pypi_token", ("pypi-AgE",), _word("pypi-AgE", r"[A-Za-z0-9_-]{40,}")),
+    ("sendgrid_key", ("SG.",), _word("SG.", r"[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}")),
+    ("twilio_key", ("SK",), _word("SK", r"[0-9a-fA-F]{32}(?![0-9a-fA-F])")),
+    ("mailgun_key", ("key-",), _word("key-", r"[0-9a-zA-Z]{32}")),
+    ("digitalocean_token", ("_v1_",), r"do[opr]_v1_(?<![A-Za-z0-9]do._v1_)[a-f0-9]{64}"),
+    ("shopify_token", ("shp",), r"shp(?<![A-Za-z0-9]shp)(?:at|ca|pa|ss)_[a-fA-F0-9]{32}"),
+    ("databricks_token", ("dapi",), _word("dapi", r"[a-f0-9]{32}")),
+    ("telegram_token", (":AA",), r"(?<![0-9])[0-9]{8,10}:AA[A-Za-z0-9_-]{33}"),
+    ("ngc_key", ("nvapi-",), r"nvapi-[A-Za-z0-9_-]{16,}"),
+    ("anthropic_key", ("sk-ant-",), r"sk-ant-[A-Za-z0-9_-]{16,}"),
+    ("openai_key", ("sk-",), _word("sk-", r"(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}")),
+    ("hf_token", ("hf_",), _word("hf_", r"[A-Za-z0-9]{20,}")),
 ]
-_SHAPE_RE = re.compile("|".join(f"(?P<s{i}>{p})" for i, (_, p) in enumerate(_SHAPES)), re.S)
-_SHAPE_KIND = {f"s{i}": kind for i, (kind, _) in enumerate(_SHAPES)}
+_SHAPE_RULES = [(kind, needles, re.compile(p, re.S)) for kind, needles, p in _SHAPES]
+_SHAPE_NEEDLES = tuple(sorted({n for _, ns, _ in _SHAPES for n in ns}))
 
 # A quoted or bare value, in plain or JSON-escaped form.
 _VALUE = (r"(?:\\\"(?P<v1>(?:[^\\\"\n]|\\[^\"\n])*?)\\\""   # \"...\"  (inside a JSON string)
           r"|\"(?P<v2>[^\"\\\n]*(?:\\.[^\"\\\n]*)*)\""     # "..."
           r"|'(?P<v3>[^'\n]*)'"                            # '...'
-          r"|(?P<v4>[^\s\"'\\;&|,}<>)\]]+))")
+          r"|(?P<v4>[^\s\"'\\;&|,}<>)\]{\[(][^\s\"'\\;&|,}<>)\]]*))")   # not an object/list
 _VGROUPS = ("v1", "v2", "v3", "v4")
 
-_URL_PASSWORD = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]{1,30}://[^\s/:@'\"\\<>]*:(?P<v4>[^\s@'\"\\<>/]+)@")
-_URL_USER_TOKEN = re.compile(r"(?i)\b[a-z][a-z0-9+.\-]{1,30}://(?P<v4>[A-Za-z0-9_\-.~]{20,})@")
-_AUTH = re.compile(r"(?i)\bauthorization\\?[\"']?[ \t]*[:=][ \t]*\\?[\"']?[ \t]*"
+# URL rules are anchored on "://" (any scheme, also a scheme-less "//user:pass@" after "=")
+_URL_PASSWORD = re.compile(r"//[^\s/:@'\"\\<>]*:(?P<v4>[^\s@'\"\\<>/]+)@")
+_URL_USER_TOKEN = re.compile(r"//(?P<v4>[A-Za-z0-9_\-.~]{20,})@")
+_AUTH = re.compile(r"(?i)(?<![A-Za-z0-9_])authorization\\?[\"']?[ \t]*[:=][ \t]*\\?[\"']?[ \t]*"
                    r"(?:(?:bearer|basic|token|digest|apikey)[ \t]+)?"
                    r"(?!(?:bearer|basic|token|digest|apikey)[ \t])(?P<v4>[A-Za-z0-9._~+/=\-]{6,})")
-_BEARER = re.compile(r"(?i)\b(?:bearer|token)[ \t]+(?P<v4>(?=[A-Za-z0-9._~+/=\-]*[0-9])"
+_BEARER = re.compile(r"(?i)(?<![A-Za-z0-9_])(?:bearer|token)[ \t]+(?P<v4>(?=[A-Za-z0-9._~+/=\-]*[0-9])"
                      r"[A-Za-z0-9._~+/=\-]{12,})")
 _CURL_USER = re.compile(r"(?<![\w-])(?:-u|--user)[ \t=]+\\?[\"']?[^\s:\"'\\]+:(?P<v4>[^\s\"'\\]+)")
 _LOGIN_P = re.compile(r"(?<![A-Za-z0-9_])login\b[^\n]*?[ \t]-p[ \t]+" + _VALUE)
 _FLAG = re.compile(r"(?<![\w-])--(?P<name>[A-Za-z][A-Za-z0-9_\-]*)(?:=|[ \t]+)" + _VALUE)
+# Anchored on the keyword (possessive name tail: no backtracking inside long runs); the
+# full name is found by walking back over name characters and judged by _secret_name.
 _ASSIGN = re.compile(
-    r"(?<![A-Za-z0-9_.\-])(?P<name>[A-Za-z0-9_.\-]*(?:tok|key|secret|pass|pwd|cred|auth|dsn|"
-    r"database_url|connection_?string|cookie|private)[A-Za-z0-9_.\-]*)(?P<q>\\?[\"']?)"
-    r"[ \t]*(?P<sep>=|:)[ \t]*(?:\r?\n[ \t]+(?=\S))?" + _VALUE, re.I)
+    r"(?:tok|key|secret|pass|pwd|cred|auth|dsn|database_url|connection_?string|cookie|private)"
+    r"[A-Za-z0-9_.\-]*+(?P<q>\\?[\"']?)[ \t]*(?P<sep>=|:)[ \t]*(?:\r?\n[ \t]+(?=\S))?" + _VALUE, re.I)
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_ASSIGN_HINTS = ("tok", "key", "secret", "pass", "pwd", "cred", "auth", "dsn", "database_url",
+                 "connection", "cookie", "private")   # the alternatives _ASSIGN starts with
 _RUN = re.compile(r"(?<![A-Za-z0-9+/=_\-.])[A-Za-z0-9+/_\-]{%d,}={0,2}(?![A-Za-z0-9+/=_\-])")
 _LEGACY_NGC_RUN = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{56,120}={0,2}")
 _LEGACY_NGC_PLAIN = re.compile(
     rb"[A-Za-z0-9]{8,64}:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_DIGIT = re.compile(r"[0-9]")
+_SEP = "\n\x00\n"          # joins the strings of one JSON line; no rule matches across it
+_KNOWN_MAX = 4096           # values remembered for the whole bundle (a PEM block fits)
+_RUN_MAX = 4096             # a longer base64 run is data (an image), not a credential
 _HEX = re.compile(r"(?:0x)?[0-9a-fA-F]+")
 _BENIGN_PREFIXES = ("msg_", "toolu_", "srvtoolu_", "req_", "call_", "chatcmpl-", "file_")
 _PEM_BEGIN = re.compile(r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----")
@@ -111,6 +133,17 @@ _YAML_ENV = re.compile(r"^(?P<ind>[ \t]*)(?:-[ \t]+)?(?:env|environment|extraEnv
                        r"|env_vars|envs)[ \t]*:[ \t]*(?:#.*)?$", re.I)
 _YAML_ENV_ITEM = re.compile(r"^(?P<ind>[ \t]*)(?:-[ \t]+)?(?P<name>[A-Za-z_][A-Za-z0-9_.\-]*)[ \t]*[:=][ \t]*"
                             + _VALUE)
+
+_PLACE_RULES = [      # (pattern, kind, needles in the lower-cased text, judge the name)
+    (_URL_PASSWORD, "url_password", ("//",), False),
+    (_URL_USER_TOKEN, "url_password", ("//",), False),
+    (_AUTH, "authorization", ("authorization",), False),
+    (_BEARER, "authorization", ("bearer", "token"), False),
+    (_CURL_USER, "password", ("-u", "--user"), False),
+    (_LOGIN_P, "password", ("login",), False),
+    (_FLAG, "password", ("--",), True),
+    (_ASSIGN, "secret", _ASSIGN_HINTS, True),
+]
 
 # ---------------------------------------------------------------- names
 _SECRET_PARTS = frozenset({
@@ -200,19 +233,47 @@ class Redactor:
         self._run_re = re.compile(self._run)
         self._known_re: re.Pattern | None = None
         self._known_size = -1
+        self._known_probes: set[str] = set()
 
     # ------------------------------------------------------------ helpers
     def _mask(self, kind: str, value: str = "") -> str:
+        if 56 <= len(value) <= 124 and _legacy_ngc(value.rstrip("=")):
+            kind = "ngc_key"        # an old NGC key found by a place rule keeps its own name
         self.counts[kind] += 1
-        if len(value) >= 8 and "[REDACTED" not in value:
+        if 8 <= len(value) <= _KNOWN_MAX and "[REDACTED" not in value:
             self.known.add(value)
         return TAG.format(kind)
 
-    def _sub_value(self, text: str, pattern: re.Pattern, kind: str, name_check: bool = False) -> str:
+    def _sub_value(self, text: str, pattern: re.Pattern, kind: str, needles: tuple[str, ...],
+                   name_check: bool = False, low: str | None = None) -> str:
+        """Mask the value group of ``pattern`` matched where one of ``needles`` occurs (in the
+        lower-cased text): a few substring scans instead of a regex tried at every position."""
+        low = text.lower() if low is None else low
+        positions = set()
+        for needle in needles:
+            pos = low.find(needle)
+            while pos >= 0:
+                positions.add(pos)
+                pos = low.find(needle, pos + 1)
+        if not positions:
+            return text
         out, last = [], 0
-        for m in pattern.finditer(text):
-            if name_check and not _secret_name(m.group("name")):
+        for pos in sorted(positions):
+            if pos < last:
                 continue
+            m = pattern.match(text, pos)
+            if m is None:
+                continue
+            if name_check:
+                if "name" in m.groupdict():
+                    name = m.group("name")
+                else:
+                    start = m.start()
+                    while start > 0 and text[start - 1] in _NAME_CHARS:
+                        start -= 1
+                    name = text[start:m.start("q")]
+                if not _secret_name(name):
+                    continue
             group = next((g for g in _VGROUPS if m.groupdict().get(g) is not None), None)
             if group is None:
                 continue
@@ -227,27 +288,36 @@ class Redactor:
         return "".join(out)
 
     def _shapes(self, text: str) -> str:
-        def repl(m: re.Match) -> str:
-            return self._mask(_SHAPE_KIND[m.lastgroup], m.group())
-        return _SHAPE_RE.sub(repl, text)
+        # a substring test (C speed) decides whether a rule's regex runs at all
+        present = {n for n in _SHAPE_NEEDLES if n in text}     # substring tests: C speed
+        if not present:
+            return text
+        for kind, needles, pattern in _SHAPE_RULES:
+            if not present.isdisjoint(needles):
+                text = pattern.sub(lambda m, k=kind: self._mask(k, m.group()), text)
+        return text
 
     def _entropy_runs(self, text: str) -> str:
+        limit = 3.5 if self.conservative else 4.0
+
         def repl(m: re.Match) -> str:
             run = m.group()
+            if len(run) > _RUN_MAX:
+                return run
             core = run.rstrip("=")
-            if _legacy_ngc(core):
+            # cheap tests first (C speed): upper, lower and a digit, else not a key
+            if core.isalpha() or core.lower() == core or core.upper() == core \
+                    or _DIGIT.search(core) is None:
+                return run
+            if len(core) >= 56 and _legacy_ngc(core):
                 return self._mask("ngc_key", run)
             if (run.startswith(_BENIGN_PREFIXES) or _HEX.fullmatch(core) or _UUID.search(core)
                     or run.startswith(("/", "-", "_")) or "__" in run):
-                return run
-            if not (any(c.isdigit() for c in core) and any(c.islower() for c in core)
-                    and any(c.isupper() for c in core)):
                 return run
             # paths and dotted names: every segment a short word
             segments = re.split(r"[/_\-]+", core)
             if len(segments) >= 3 and max(map(len, segments)) < 16 and len(core) < 64:
                 return run
-            limit = 3.5 if self.conservative else 4.0
             if _entropy(core) < limit:
                 return run
             return self._mask("high_entropy", run)
@@ -257,35 +327,29 @@ class Redactor:
         if not self.known:
             return text
         if self._known_size != len(self.known):
-            values = sorted(self.known, key=len, reverse=True)
             forms = set()
-            for v in values:
+            for v in self.known:
                 forms.add(v)
                 forms.add(json.dumps(v)[1:-1])
             self._known_re = re.compile("|".join(map(re.escape, sorted(forms, key=len, reverse=True))))
+            self._known_probes = {f[:8] for f in forms}
             self._known_size = len(self.known)
-        if not any(v[:8] in text or json.dumps(v)[1:9] in text for v in self.known):
+        if not any(p in text for p in self._known_probes):
             return text
         return self._known_re.sub(lambda m: self._mask("known_value"), text)
 
     # ------------------------------------------------------------ text
     def text(self, text: str, skip_entropy: bool = False) -> str:
         """Redact free text (one line or many)."""
-        if not text:
+        if len(text) < 6:
             return text
         text = self._shapes(text)
-        if len(text) >= 56:
-            text = _LEGACY_NGC_RUN.sub(
-                lambda m: self._mask("ngc_key", m.group()) if _legacy_ngc(m.group().rstrip("="))
-                else m.group(), text)
-        text = self._sub_value(text, _URL_PASSWORD, "url_password")
-        text = self._sub_value(text, _URL_USER_TOKEN, "url_password")
-        text = self._sub_value(text, _AUTH, "authorization")
-        text = self._sub_value(text, _BEARER, "authorization")
-        text = self._sub_value(text, _CURL_USER, "password")
-        text = self._sub_value(text, _LOGIN_P, "password")
-        text = self._sub_value(text, _FLAG, "password", name_check=True)
-        text = self._sub_value(text, _ASSIGN, "secret", name_check=True)
+        # each rule needs the lower-cased text again only after an earlier rule changed it
+        low = text.lower()
+        for pattern, kind, needles, name_check in _PLACE_RULES:
+            new = self._sub_value(text, pattern, kind, needles, name_check, low)
+            if new is not text:
+                text, low = new, new.lower()
         if "\n" in text and ("env" in text.lower()):
             text = self._yaml_env(text)
         if not skip_entropy:
@@ -317,29 +381,64 @@ class Redactor:
 
     # ------------------------------------------------------------ JSON
     def _walk(self, obj, key: str | None = None, in_env: bool = False):
-        if isinstance(obj, str):
-            if key is not None and _secret_name(key) and not _placeholder(obj):
-                return self._mask("secret", obj)
-            if in_env and key is not None and key.upper() not in SAFE_ENV and not _placeholder(obj):
-                return self._mask("env_value", obj)
-            stripped = obj.strip()
-            if stripped[:1] in ("{", "[") and stripped[-1:] in ("}", "]"):
+        """Judge a decoded JSON value: names and env mappings here, free text in one pass.
+
+        The strings to judge as free text are joined (with a separator no rule crosses) and
+        redacted together, then put back: one pass of each rule per line, not per string."""
+        slots: list[tuple[object, object]] = []
+        obj = self._collect(obj, key, in_env, slots)
+        if slots:
+            parts = [c[k] for c, k in slots]
+            joined = _SEP.join(parts)
+            new = self.text(joined)
+            if new is not joined and new != joined:
+                pieces = new.split(_SEP)
+                if len(pieces) != len(parts):        # never expected: judge one by one
+                    pieces = [self.text(p) for p in parts]
+                for (container, k), piece in zip(slots, pieces):
+                    container[k] = piece
+        return obj
+
+    def _collect(self, obj, key, in_env, slots):
+        if isinstance(obj, dict):
+            env = key is not None and key.lower() in _ENV_KEYS
+            items = obj.items()
+        elif isinstance(obj, list):
+            env = in_env
+            items = enumerate(obj)
+        else:
+            return self._judge_str(obj, key, in_env) if isinstance(obj, str) else obj
+        for k, v in list(items):
+            name = k if isinstance(k, str) else key
+            if isinstance(v, str):
+                new = self._judge_str(v, name, env)
+                if new is not None:
+                    obj[k] = new
+                elif name not in _ID_KEYS:
+                    slots.append((obj, k))
+            elif isinstance(v, (dict, list)):
+                self._collect(v, name, env, slots)
+        return obj
+
+    def _judge_str(self, value: str, key, in_env: bool) -> str | None:
+        """The new value when the key alone decides (or the string holds JSON); else None."""
+        if key is not None and _secret_name(key) and not _placeholder(value):
+            return self._mask("secret", value)
+        if in_env and key is not None and key.upper() not in SAFE_ENV and not _placeholder(value):
+            return self._mask("env_value", value)
+        if value[:1] in ("{", "[") or value[:2] in (" {", "\n{"):
+            stripped = value.strip()
+            if stripped[-1:] in ("}", "]"):
                 try:
                     inner = json.loads(stripped)
                 except ValueError:
-                    inner = None
+                    return None
                 if isinstance(inner, (dict, list)):
+                    before = sum(self.counts.values())
                     new = self._walk(inner)
-                    if new != inner:
-                        obj = json.dumps(new, ensure_ascii=False)
-                    return self.text(obj, skip_entropy=key in _ID_KEYS)
-            return self.text(obj, skip_entropy=key in _ID_KEYS)
-        if isinstance(obj, dict):
-            env = key is not None and key.lower() in _ENV_KEYS
-            return {k: self._walk(v, k, env) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [self._walk(v, key, in_env) for v in obj]
-        return obj
+                    if sum(self.counts.values()) != before:
+                        return json.dumps(new, ensure_ascii=False)
+        return None
 
     def json_text(self, text: str) -> str | None:
         """``text`` redacted as a JSON document (compact when changed); None if not JSON."""
@@ -354,6 +453,8 @@ class Redactor:
         new = self._walk(obj)
         if sum(self.counts.values()) == before:
             return text
+        if isinstance(new, str):
+            return json.dumps(new, ensure_ascii=False)
         return json.dumps(new, ensure_ascii=False, separators=(",", ":"))
 
     def line(self, line: str) -> str:

@@ -142,12 +142,30 @@ def _parquet(folder: Path, name: str, problems: list[str], columns: tuple[str, .
     return meta
 
 
+def _read_within(folder: Path, name: str) -> str:
+    """A results-folder file's text; never through a link that leads outside the folder
+    (``PathEscape``), and never a FIFO or other non-regular file (``OSError``)."""
+    from tao_aoi.paths import read_text_within  # standard library only
+
+    return read_text_within(folder / name, folder, what=name)
+
+
 def _text_file(folder: Path, name: str, problems: list[str], fix: str) -> str | None:
+    from tao_aoi.paths import PathEscape
+
     path = folder / name
     if not path.is_file():
         problems.append(f"`{name}` is missing from the results folder{fix}.")
         return None
-    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        text = _read_within(folder, name)
+    except PathEscape:
+        problems.append(f"`{name}` is a link that leads outside the results folder; it was "
+                        f"not read{fix}.")
+        return None
+    except OSError:
+        problems.append(f"`{name}` cannot be read as a regular file{fix}.")
+        return None
     if not text.strip():
         problems.append(f"`{name}` is empty{fix}.")
         return None
@@ -256,7 +274,9 @@ def _check_rca_artifacts(folder: Path, problems: list[str]) -> tuple[float | Non
                 raise ValueError
         except ValueError:
             threshold = None
-            problems.append(f"`threshold.txt` must hold one finite float, found {text.strip()[:60]!r}{fix}.")
+            # the content is not quoted: a stray file could hold anything
+            problems.append(f"`threshold.txt` must hold one finite float (it holds "
+                            f"{len(tokens)} token(s), not one finite number){fix}.")
     metrics = None
     text = artifacts["metrics.json"]
     if text is not None:
@@ -292,21 +312,195 @@ def _threshold_source(metrics: dict | None) -> str:
     return "metrics.json" if pinned else rr.THRESHOLD_FILE
 
 
+_THRESHOLD_WORD = re.compile(r"\bthreshold\b(?!\.txt)", re.I)
+_STATED = re.compile(r"[^\d\n|]{0,40}?(?<![\w.])([-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?)(?![\w])")
+
+
+def _threshold_text(folder: Path, metrics: dict | None) -> str | None:
+    """The threshold as printed: threshold.txt after a sweep, metrics.json for a pinned run."""
+    if isinstance(metrics, dict) and metrics.get("threshold_mode") == "pinned":
+        value = metrics.get("threshold")
+        return repr(float(value)) if isinstance(value, (int, float)) else None
+    try:
+        text = _read_within(folder, rr.THRESHOLD_FILE).strip()
+    except (OSError, ValueError):
+        return None
+    return text if len(text.split()) == 1 else None
+
+
+def _decimals(text: str) -> int | None:
+    """Decimals printed in a plain number, None for scientific notation."""
+    t = text.lstrip("+-")
+    if "e" in t.lower():
+        return None
+    return len(t.split(".", 1)[1]) if "." in t else 0
+
+
+def same_threshold(stated: str, printed: str) -> bool:
+    """Does ``stated`` (a number in the report) say the threshold ``printed`` (threshold.txt's
+    text) to its precision? Plain numbers: the report must give at least min(4, the file's
+    decimals) decimals, and the file's value rounded to the report's decimals must equal it.
+    Scientific notation (e.g. -5e-324) on either side: the same value to 5 significant digits."""
+    try:
+        s, p = float(stated), float(printed)
+    except ValueError:
+        return False
+    if not (math.isfinite(s) and math.isfinite(p)):
+        return False
+    ds, dp = _decimals(stated), _decimals(printed)
+    if ds is None or dp is None:
+        return s == p or abs(s - p) <= 5e-5 * max(abs(s), abs(p))
+    if ds < min(4, dp):
+        return False
+    from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
+
+    q = Decimal(1).scaleb(-ds)
+    exact, want = Decimal(printed), Decimal(stated)
+    return any(exact.quantize(q, rounding=r) == want for r in (ROUND_HALF_UP, ROUND_HALF_EVEN))
+
+
+def stated_thresholds(body: str) -> list[str]:
+    """The numbers the section gives AS the threshold: the value cell of a table row whose
+    first cell names the threshold, and the first number after the word "threshold" in
+    prose (up to 40 characters on, e.g. "threshold is below every score (-5e-324)")."""
+    found: list[str] = []
+    for table in tables(body):
+        for row in table[1:]:
+            if row and re.match(r"^\W*(chosen\s+)?threshold\b", row[0], re.I) and len(row) > 1:
+                m = _NUMBER.search(row[1].replace("*", ""))
+                if m:
+                    found.append(m.group(0))
+    prose = "\n".join(ln for ln in body.splitlines() if not ln.strip().startswith("|"))
+    prose = prose.replace("*", "").replace("`", "")
+    for m in _THRESHOLD_WORD.finditer(prose):
+        n = _STATED.match(prose, m.end())
+        if n:
+            found.append(n.group(1))
+    return found
+
+
 def _check_threshold(found: dict[str, str], threshold: float, problems: list[str],
-                     source: str = rr.THRESHOLD_FILE) -> None:
+                     source: str = rr.THRESHOLD_FILE, printed: str | None = None) -> None:
+    printed = printed if printed is not None else repr(threshold)
     for name in ("Verdict", "Threshold Selection"):
         body = found.get(name)
         if body is None:
             continue
-        values = []
-        for m in _NUMBER.finditer(body):
-            try:
-                values.append(float(m.group(0)))
-            except ValueError:
-                pass
-        if not any(abs(v - threshold) <= 5e-5 + 1e-12 for v in values):
+        stated = stated_thresholds(body)
+        if any(same_threshold(v, printed) for v in stated):
+            continue
+        if stated:
+            problems.append(f"{name} does not state the threshold from {source} ({printed}): "
+                            f"it gives {stated[0]}; write {printed} (at least "
+                            f"{min(4, _decimals(printed) or 4)} decimals, rounded correctly).")
+        else:
             problems.append(f"{name} does not state the threshold from {source} "
-                            f"({threshold:.4f}): write that value with 4 decimals.")
+                            f"({printed}): write \"threshold {printed}\".")
+
+
+_CELL_NAMES = {"tp": "TP", "fp": "FP", "tn": "TN", "fn": "FN"}
+_LABELLED = re.compile(r"\b(TP|FP|TN|FN)\b\s*(?:\([^)]*\))?\s*[=:]?\s*([\d,]+)\b", re.I)
+
+
+def _int(text: str) -> int | None:
+    m = re.fullmatch(r"\s*\**\s*([\d,]+)\s*\**\s*", text)
+    return int(m.group(1).replace(",", "")) if m else None
+
+
+def confusion_cells(cm_tables: list[list[list[str]]]) -> dict[str, list[int]]:
+    """Every value the tables give for each cell (tp/fp/tn/fn): "TP = 57" / "TP 57" cells,
+    a "| TP | 57 |" row, a TP/FP/TN/FN header over a row of numbers, or a 2x2 matrix with
+    Actual/Predicted NO_PASS/PASS headers holding bare numbers."""
+    seen: dict[str, list[int]] = {k: [] for k in _CELL_NAMES}
+    for table in cm_tables:
+        header = [c.replace("*", "").strip().lower() for c in table[0]]
+        for row in table:
+            for i, cell in enumerate(row):
+                plain = cell.replace("*", "").replace("`", "")
+                for m in _LABELLED.finditer(plain):
+                    seen[m.group(1).lower()].append(int(m.group(2).replace(",", "")))
+                key = plain.strip().lower()
+                if key in _CELL_NAMES and i + 1 < len(row) and row is not table[0]:
+                    v = _int(row[i + 1])
+                    if v is not None:
+                        seen[key].append(v)
+        cols = {i: h for i, h in enumerate(header) if h in _CELL_NAMES}
+        for row in table[1:]:
+            for i, key in cols.items():
+                v = _int(row[i]) if i < len(row) else None
+                if v is not None:
+                    seen[key].append(v)
+
+        def side(text: str) -> str | None:
+            t = text.lower().replace("_", " ").replace("-", " ")
+            if re.search(r"\bno pass\b|\bnopass\b|\bdefect", t):
+                return "neg_pass"  # the NO_PASS (positive) side
+            if re.search(r"\bpass\b", t):
+                return "pass"
+            return None
+        if any("pred" in h for h in header):
+            for row in table[1:]:
+                if not row or "actual" not in row[0].lower() and "true" not in row[0].lower():
+                    continue
+                actual = side(row[0])
+                for i, h in enumerate(header):
+                    pred = side(h) if "pred" in h else None
+                    v = _int(row[i]) if i < len(row) else None
+                    if actual and pred and v is not None:
+                        cell = {("neg_pass", "neg_pass"): "tp", ("neg_pass", "pass"): "fn",
+                                ("pass", "neg_pass"): "fp", ("pass", "pass"): "tn"}[(actual, pred)]
+                        seen[cell].append(v)
+    return seen
+
+
+def _check_confusion(cm_tables, cm: dict, problems: list[str]) -> None:
+    seen = confusion_cells(cm_tables)
+    for key, name in _CELL_NAMES.items():
+        want = cm.get(key)
+        if not isinstance(want, int):
+            continue
+        got = seen[key]
+        if not got:
+            problems.append(f"the confusion-matrix table in Threshold Selection has no {name} "
+                            f"cell: write \"{name} = {want}\" (metrics.json {key}={want}).")
+        elif any(v != want for v in got):
+            wrong = next(v for v in got if v != want)
+            problems.append(f"confusion-matrix cell {name} is {wrong} in Threshold Selection, but "
+                            f"metrics.json has {key}={want}: copy the counts.")
+
+
+def _label_key(cell: str, keys: dict[str, str]) -> str | None:
+    text = cell.replace("\\_", "_").replace("`", "").replace("*", "").strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    return keys.get(text) or keys.get(text.strip().upper())
+
+
+def _check_per_label_counts(body: str, per_label: dict, problems: list[str]) -> None:
+    """Rows / misclassified counts per label in the Per-Label Breakdown against metrics.json."""
+    keys: dict[str, str] = {}
+    for k in per_label:
+        keys.setdefault(str(k), str(k))
+        keys.setdefault(str(k).strip().upper(), str(k))
+    columns = (("total", re.compile(r"^(rows|total|count|n|samples in csv|rows in csv)$")),
+               ("n_misclassified", re.compile(r"^(misclassified|n misclassified|wrong side|errors|"
+                                              r"misclassified rows|wrong)$")))
+    for table in tables(body):
+        header = [" ".join(c.replace("*", "").replace("_", " ").lower().split()) for c in table[0]]
+        wanted = [(i, field) for i, h in enumerate(header) for field, rx in columns if rx.match(h)]
+        if not wanted:
+            continue
+        for row in table[1:]:
+            key = _label_key(row[0], keys) if row else None
+            stats = per_label.get(key) if key is not None else None
+            if not isinstance(stats, dict):
+                continue
+            for i, field in wanted:
+                v = _int(row[i]) if i < len(row) else None
+                want = stats.get(field)
+                if v is not None and isinstance(want, int) and v != want:
+                    problems.append(f"Per-Label Breakdown: {key} {table[0][i].strip()} is {v}, but "
+                                    f"metrics.json per_label[{key!r}].{field} is {want}.")
 
 
 def _link_targets(text: str) -> list[str]:
@@ -338,7 +532,7 @@ def _check_links(folder: Path, text: str, problems: list[str]) -> list[str]:
 def _expected_image_count(img_dir: Path) -> int:
     """10, unless the spot check recorded that a class had fewer than 5 weak samples."""
     try:
-        picked = json.loads((img_dir / rr.RCA_SPOT_CHECK_JSON).read_text(encoding="utf-8"))
+        picked = json.loads(_read_within(img_dir.parent, f"{rr.RCA_IMAGES_DIR}/{rr.RCA_SPOT_CHECK_JSON}"))
         count = len(picked["samples"])
     except (OSError, ValueError, KeyError, TypeError):
         return rr.RCA_SPOT_CHECK_COUNT
@@ -352,8 +546,10 @@ def _check_images(folder: Path, targets: list[str], problems: list[str]) -> None
         problems.append(f"`{rr.RCA_IMAGES_DIR}/` is missing: run the visual spot check "
                         f"(scripts/spot_check.py) to copy the {want} images there.")
         return
+    # the overview sheet is not one of the per-sample copies (panels live in a subfolder)
     images = sorted(p.name for p in img_dir.iterdir()
-                    if p.suffix.lower() in _IMAGE_EXT and p.is_file())
+                    if p.suffix.lower() in _IMAGE_EXT and p.is_file()
+                    and p.name != rr.RCA_SPOT_CHECK_SHEET)
     if len(images) != want:
         problems.append(f"`{rr.RCA_IMAGES_DIR}/` holds {len(images)} image(s), expected {want} "
                         "(5 weakest PASS + 5 weakest NO_PASS, first lighting, as picked by "
@@ -427,16 +623,10 @@ def check_rca(folder: Path, text: str, cwd: str | None = None) -> list[str]:
             problems.append("Threshold Selection has no confusion-matrix table: add one with "
                             "TP, FP, TN, FN from metrics.json.")
         elif metrics and isinstance(metrics.get("confusion_matrix"), dict):
-            cm = metrics["confusion_matrix"]
-            cells = " ".join(c.replace(",", "") for t in cm_tables for row in t for c in row)
-            numbers = {m.group(0) for m in re.finditer(r"\d+", cells)}
-            absent = [f"{k}={cm[k]}" for k in ("tp", "fp", "tn", "fn")
-                      if isinstance(cm.get(k), int) and str(cm[k]) not in numbers]
-            if absent:
-                problems.append("the confusion-matrix table in Threshold Selection does not match "
-                                f"metrics.json (missing {', '.join(absent)}): copy the counts.")
+            _check_confusion(cm_tables, metrics["confusion_matrix"], problems)
     if threshold is not None:
-        _check_threshold(found, threshold, problems, _threshold_source(metrics))
+        _check_threshold(found, threshold, problems, _threshold_source(metrics),
+                         _threshold_text(folder, metrics))
 
     body = found.get("Per-Label Breakdown")
     if body is not None:
@@ -447,6 +637,8 @@ def check_rca(folder: Path, text: str, cwd: str | None = None) -> list[str]:
         if missing:
             problems.append("Per-Label Breakdown misses label(s) " + ", ".join(
                 f"`{m}`" for m in missing[:20]) + f" (from {source}): add a row for each.")
+        if metrics and isinstance(metrics.get("per_label"), dict):
+            _check_per_label_counts(body, metrics["per_label"], problems)
 
     targets = _check_links(folder, text, problems)
     _check_images(folder, targets, problems)

@@ -36,6 +36,11 @@ RCA_IMAGES_DIR = "rca_images"
 RCA_SPOT_CHECK_COUNT = 10
 # Written by scripts/spot_check.py: which samples it picked (fewer than 10 when a class has <5).
 RCA_SPOT_CHECK_JSON = "spot_check.json"
+# Also written by scripts/spot_check.py: the one-call overview of all picked samples (every
+# lighting + golden) and, under rca_images/samples/, one full-size panel per sample. Neither
+# counts as one of the 10 first-lighting copies the report links.
+RCA_SPOT_CHECK_SHEET = "spot_check_sheet.png"
+RCA_SPOT_CHECK_PANELS = "samples"
 ROUTING_ARTIFACTS = ("mining_gaps.parquet", "anomalygen_gaps.parquet", "routing_summary.txt")
 MINING_ARTIFACTS = ("target_embeddings.parquet", "source_embeddings.parquet",
                     "mined.parquet", "mining_summary.txt")

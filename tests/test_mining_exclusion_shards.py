@@ -1,0 +1,173 @@
+"""Pool-scale mining (issue 14), local runner only: exclusion before search
+(``exclude_parquet``), sharded ``source_parquet`` streamed in blocks (same output as one
+file), and the streaming k-NN vs the in-memory one and a float64 brute force."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tao_aoi import knn
+from tao_aoi.cli import UsageError
+from tao_aoi.data_services import nearest_neighbors as action
+from tao_aoi.hooks.report_rules import ENCODER_METADATA_KEY
+
+ENC = {"model": "SigLIP", "model_path": "google/siglip-base-patch16-224"}
+
+
+def write_emb(path: Path, vectors: np.ndarray, filepaths, labels=None) -> Path:
+    cols = {"filepath": pa.array(list(filepaths)),
+            "embedding": pa.array(list(vectors.astype(np.float32)), pa.list_(pa.float32()))}
+    if labels is not None:
+        cols["label"] = pa.array(list(labels))
+    table = pa.table(cols).replace_schema_metadata(
+        {ENCODER_METADATA_KEY.encode(): json.dumps(dict(ENC, dim=vectors.shape[1])).encode()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path, row_group_size=37)
+    return path
+
+
+def pool(seed=0, n_s=400, n_t=9, d=16):
+    rng = np.random.default_rng(seed)
+    s = rng.normal(size=(n_s, d)).astype(np.float32)
+    t = rng.normal(size=(n_t, d)).astype(np.float32)
+    return s, t, [f"/pool/s_{i:05d}.jpg" for i in range(n_s)]
+
+
+def cfg_for(tmp, src, **kw):
+    cfg = {"source_parquet": str(src), "target_parquet": str(tmp / "tgt.parquet"),
+           "output_parquet": str(tmp / "out" / "mined.parquet"), "topn": 5,
+           "knn_metric": "cosine", "filter_by_label": "false", "distance_threshold": -1.0}
+    cfg.update(kw)
+    return cfg
+
+
+def mined(cfg):
+    assert action.run(cfg) == 0
+    return pq.read_table(cfg["output_parquet"])
+
+
+# ---- knn core -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "manhattan"])
+def test_topk_exclude_equals_brute_force_on_the_kept_rows(metric):
+    s, t, _ = pool(1, n_s=500, n_t=7, d=12)
+    excl = np.zeros(len(s), bool)
+    excl[np.random.default_rng(2).choice(len(s), 200, replace=False)] = True
+    idx, dist = knn.topk(t, s, 6, metric, exclude=excl, first_block=8, memory_budget=1 << 14)
+    kept = np.flatnonzero(~excl)
+    ref_i, ref_d = knn.brute_force(t, s[kept], 6, metric)
+    assert (idx == kept[ref_i]).all()
+    np.testing.assert_allclose(dist, ref_d, rtol=1e-9, atol=1e-12)
+    assert not excl[idx].any()
+
+
+def test_exclusion_gives_exactly_the_next_nearest():
+    s, t, _ = pool(3, n_s=300, n_t=5)
+    k = 4
+    full_i, _ = knn.brute_force(t, s, 3 * k, "cosine")
+    first_i, _ = knn.topk(t, s, k, "cosine")
+    assert (first_i == full_i[:, :k]).all()
+    excl = np.zeros(len(s), bool)
+    excl[first_i.ravel()] = True          # everything the first run mined
+    second_i, _ = knn.topk(t, s, k, "cosine", exclude=excl, first_block=16)
+    for row in range(len(t)):            # each target's next k that were not mined
+        expected = [j for j in full_i[row] if not excl[j]][:k]
+        assert second_i[row].tolist() == expected
+
+
+def test_stream_from_shards_equals_in_memory(tmp_path):
+    s, t, fps = pool(4, n_s=1000, n_t=6, d=8)
+    one = write_emb(tmp_path / "one.parquet", s, fps)
+    for a, b in ((0, 333), (333, 334), (334, 1000)):
+        write_emb(tmp_path / "shards" / f"part-{a:05d}.parquet", s[a:b], fps[a:b])
+    ref = knn.topk(t, s, 5, "euclidean", first_block=10, memory_budget=1 << 13)
+    for src in (one, tmp_path / "shards"):
+        got = knn.topk_stream(t, knn.ParquetShards(src, batch_rows=50), 5, "euclidean",
+                              first_block=10, memory_budget=1 << 13)
+        assert (got[0] == ref[0]).all() and (got[1] == ref[1]).all()
+
+
+# ---- the action -----------------------------------------------------------------------------
+
+def test_action_exclude_parquet_vs_oracle(tmp_path):
+    s, t, fps = pool(5)
+    src = write_emb(tmp_path / "src.parquet", s, fps)
+    write_emb(tmp_path / "tgt.parquet", t, [f"/kpi/t{i}.jpg" for i in range(len(t))])
+    first = mined(cfg_for(tmp_path, src))
+    ledger = pd.DataFrame({"filepath": first.column("filepath").to_pylist(),
+                           "run_id": "r1", "recorded_at": "2026-01-01T00:00:00Z"})
+    ledger.to_parquet(tmp_path / "ledger.parquet", index=False)
+    cfg = cfg_for(tmp_path, src, exclude_parquet=str(tmp_path / "ledger.parquet"),
+                  output_parquet=str(tmp_path / "out2" / "mined.parquet"))
+    second = mined(cfg)
+    excl = np.isin(fps, ledger["filepath"])
+    kept = np.flatnonzero(~excl)
+    ref_i, _ = knn.brute_force(t, s[kept], 5, "cosine")
+    expected = list(dict.fromkeys(fps[j] for j in kept[ref_i].ravel()))
+    assert second.column("filepath").to_pylist() == expected
+    assert not set(expected) & set(ledger["filepath"])
+    summary = (tmp_path / "out2" / "mining_summary.txt").read_text()
+    assert "Excluded before search: %d of %d" % (excl.sum(), len(s)) in summary
+    # the container's lines come first, unchanged
+    assert summary.splitlines()[0] == "Summary:" and summary.index("Local runner:") > 0
+    # a CSV of filepaths (./ spellings normalised) works the same
+    pd.DataFrame({"filepath": ["/pool/./" + p.split("/")[-1] for p in ledger["filepath"]]}).to_csv(
+        tmp_path / "ex.csv", index=False)
+    cfg["exclude_parquet"] = str(tmp_path / "ex.csv")
+    cfg["output_parquet"] = str(tmp_path / "out3" / "mined.parquet")
+    assert mined(cfg).column("filepath").to_pylist() == expected
+
+
+def test_action_exclude_errors(tmp_path):
+    s, t, fps = pool(6, n_s=20)
+    src = write_emb(tmp_path / "src.parquet", s, fps)
+    write_emb(tmp_path / "tgt.parquet", t, [f"/kpi/t{i}.jpg" for i in range(len(t))])
+    for bad, msg in ((tmp_path / "nope.parquet", "not found"), (tmp_path, "is a folder")):
+        with pytest.raises(UsageError, match=msg):
+            action.run(cfg_for(tmp_path, src, exclude_parquet=str(bad)))
+    pd.DataFrame({"filepath": fps[:17]}).to_parquet(tmp_path / "most.parquet")
+    with pytest.raises(UsageError, match="left after excluding 17"):
+        action.run(cfg_for(tmp_path, src, exclude_parquet=str(tmp_path / "most.parquet")))
+    # empty value = off (never reads the cwd)
+    assert len(mined(cfg_for(tmp_path, src, exclude_parquet=""))) > 0
+    assert not (tmp_path / "out" / "mined.parquet").with_name("x").exists()
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_action_shards_identical_to_single_file(tmp_path, metric):
+    s, t, fps = pool(7, n_s=900, n_t=8)
+    labels = [("PASS", "MISSING", None)[i % 3] for i in range(len(s))]
+    one = write_emb(tmp_path / "one.parquet", s, fps, labels)
+    cuts = [0, 100, 101, 450, 900]
+    for a, b in zip(cuts, cuts[1:]):
+        write_emb(tmp_path / "shards" / f"pool-{a:04d}.parquet", s[a:b], fps[a:b], labels[a:b])
+    write_emb(tmp_path / "tgt.parquet", t, [f"/kpi/t{i}.jpg" for i in range(len(t))],
+              ["PASS"] * len(t))
+    a = mined(cfg_for(tmp_path, one, knn_metric=metric, filter_by_label="true",
+                      output_parquet=str(tmp_path / "a" / "mined.parquet")))
+    b = mined(cfg_for(tmp_path, tmp_path / "shards", knn_metric=metric, filter_by_label="true",
+                      output_parquet=str(tmp_path / "b" / "mined.parquet")))
+    assert a.replace_schema_metadata(None).equals(b.replace_schema_metadata(None))
+    sa = (tmp_path / "a" / "mining_summary.txt").read_text().splitlines()
+    sb = (tmp_path / "b" / "mining_summary.txt").read_text().splitlines()
+    assert [x for x in sa if "Seconds" not in x and "Results" not in x and "Source pool" not in x] == \
+        [x for x in sb if "Seconds" not in x and "Results" not in x and "Source pool" not in x]
+    assert any("(4 shards)" in x for x in sb)
+
+
+def test_action_shards_must_share_the_encoder(tmp_path):
+    s, t, fps = pool(8, n_s=40)
+    write_emb(tmp_path / "sh" / "a.parquet", s[:20], fps[:20])
+    p = write_emb(tmp_path / "sh" / "b.parquet", s[20:], fps[20:])
+    tab = pq.read_table(p)
+    pq.write_table(tab.replace_schema_metadata({ENCODER_METADATA_KEY.encode(): json.dumps(
+        {"model": "CLIP", "model_path": "x", "dim": 16}).encode()}), p)
+    write_emb(tmp_path / "tgt.parquet", t, [f"/kpi/t{i}.jpg" for i in range(len(t))])
+    with pytest.raises(UsageError, match="shards disagree"):
+        action.run(cfg_for(tmp_path, tmp_path / "sh"))
