@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Visual spot check: 5 weakest PASS + 5 weakest NO_PASS, 128x128 thumbnails (see --help)."""
+"""Visual spot check: 5 weakest PASS + 5 weakest NO_PASS; thumbnails, per-sample panels (all
+lightings in grid_map layout, golden beside) and rca_images/spot_check_sheet.png (see --help)."""
 import sys
 from pathlib import Path
 

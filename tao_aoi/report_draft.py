@@ -497,6 +497,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.rows_per_label < 1:
         raise UsageError("--rows-per-label must be >= 1")
     info = draft(args.results_dir, args.inference_dir, args.rows_per_label, not args.no_plot)
+    from tao_aoi import html_index
+
+    # the offline results page, always in step with the artifacts it shows
+    info["index_html"] = str(html_index.refresh(Path(args.results_dir))[0])
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -504,6 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{info['placeholders']} AGENT placeholders]")
         if info["plot"]:
             print(f"plot: {info['plot']}")
+        print(f"index.html: {info['index_html']}")
         lo, hi = rr.RCA_WORDS
         print(f"Next: replace the placeholders, fill the Verdict column, and write "
               f"RCA_Report.md ({lo}-{hi} words) last.")

@@ -419,7 +419,8 @@ def run_spot_check(results_dir: str | os.PathLike, lightings: Sequence[str], ima
 
     img_dir = results_dir / rr.RCA_IMAGES_DIR
     try:  # every component checked before it is created: nothing goes through a link out
-        ensure_dir_within(img_dir, results_dir, "rca_images")
+        # write where the checked path really is, not through the name again
+        img_dir = ensure_dir_within(img_dir, results_dir, "rca_images")
         check_output_dirs(results_dir)
         _remove_previous(img_dir)
         ensure_dir_within(img_dir / PANELS_DIR, results_dir, "rca_images/samples")

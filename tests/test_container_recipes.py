@@ -232,3 +232,44 @@ def test_routing_and_mining_recipes_on_container(container_env, synth_ws, siglip
     assert "mined_for_label: not available" in out
     table = out.split("per-label breakdown (", 1)[1]
     assert "mined_with_label" in table.splitlines()[1]
+
+
+def _tao_shaped(ws: Path) -> Path:
+    """The demo experiment as TensorRT inference leaves it: the CSV one level down in
+    inference/latest/, the score named output_score, and the image root only in the train
+    spec (dataset.classify.infer_dataset.images_dir)."""
+    import yaml
+
+    from tao_aoi.demo import synth
+
+    synth.generate(ws)
+    exp = ws / "experiment"
+    src = exp / "inference" / "inference.csv"
+    latest = exp / "inference" / "latest"
+    latest.mkdir()
+    pd.read_csv(src).rename(columns={"siamese_score": "output_score"}).to_csv(
+        latest / "inference.csv", index=False)
+    src.unlink()
+    train = yaml.safe_load((exp / "train.yaml").read_text(encoding="utf-8"))
+    train["dataset"]["classify"]["infer_dataset"] = {"images_dir": str(ws / "dataset")}
+    (exp / "train.yaml").write_text(yaml.safe_dump(train, sort_keys=False), encoding="utf-8")
+    return exp
+
+
+@pytest.mark.parametrize("backend", ["docker", "local"])
+def test_tensorrt_csv_in_latest_with_no_dataset_runs_unchanged(container_env, tmp_path, backend):
+    ws = tmp_path / "ws"
+    exp = _tao_shaped(ws)
+    env = _env(container_env, EXP=exp, TRAIN_YAML=exp / "train.yaml", WORKSPACE=ws,
+               DS_BACKEND_FORCE=backend)
+    proc = subprocess.run(["bash", "-c", extract_recipe(ROOT), "recipe"], cwd=ws, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, _where(proc)
+    assert f"backend: {backend}" in proc.stderr, _where(proc)
+    assert "output_score (TensorRT inference)" in proc.stderr
+    assert "infer_dataset.images_dir" in proc.stderr
+    rca = Path(re.search(r"^RCA results dir: (.+)$", proc.stdout, re.M).group(1).strip())
+    metrics = json.loads((rca / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["inference_csv"] == str(rca / "inference_input" / "inference.csv")
+    assert metrics["kpi_media_path"] == str(ws / "dataset") and metrics["missing_images"] == 0
+    assert len(list((rca / "rca_images").glob("[0-9][0-9]_*.png"))) == 10

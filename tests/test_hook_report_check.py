@@ -619,3 +619,41 @@ def test_toggle_turns_a_family_off(tmp_path):
     (mining / "mined.parquet").unlink()
     assert check(mining / "Mining_Report.md", tmp_path, MINING_HOOKS="off") == ""
     assert "mined.parquet" in check(mining / "Mining_Report.md", tmp_path, RCA_HOOKS="0")
+
+
+# ---------------------------------------------------------------- change since last iteration
+
+def _iteration_json(folder: Path) -> None:
+    (folder / rr.RCA_ITERATION_JSON).write_text(json.dumps({
+        "counts": {"fixed": 17, "regressed": 3, "still_misclassified": 6},
+        "before": {"far": 0.2462}, "after": {"far": 0.0513}}))
+
+
+def _with_iteration(body: str) -> str:
+    return rca_report() + f"\n## Change Since Last Iteration\n\n{body}\n"
+
+
+def test_iteration_section_matching_the_json_passes(tmp_path):
+    folder = make_rca_run(tmp_path)
+    _iteration_json(folder)
+    report = write_rca_report(folder, _with_iteration(
+        "17 fixed, 3 regressed, 6 still misclassified; FAR 0.2462 -> 0.0513."))
+    assert "Change Since Last Iteration" not in check(report, tmp_path)
+
+
+@pytest.mark.parametrize("body,wrong", [
+    ("18 fixed, 3 regressed, 6 still misclassified; FAR 0.2462 -> 0.0513.", "fixed"),
+    ("17 fixed, 3 regressed, 9 still misclassified; FAR 0.2462 -> 0.0513.", "still misclassified"),
+    ("17 fixed, 3 regressed, 6 still misclassified; FAR 0.2462 -> 0.0600.", "FAR after"),
+])
+def test_iteration_section_with_a_wrong_number_is_named(tmp_path, body, wrong):
+    folder = make_rca_run(tmp_path)
+    _iteration_json(folder)
+    out = check(write_rca_report(folder, _with_iteration(body)), tmp_path)
+    assert f"does not state the {wrong}" in out or f"number of {wrong}" in out, out
+
+
+def test_iteration_section_without_the_json_asks_for_the_script(tmp_path):
+    folder = make_rca_run(tmp_path)
+    out = check(write_rca_report(folder, _with_iteration("17 fixed.")), tmp_path)
+    assert "compare_iterations.py" in out

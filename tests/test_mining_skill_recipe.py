@@ -269,3 +269,50 @@ def test_demo_pool_is_deterministic_and_routable(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["missing_files"] == 0
+
+
+@needs_runner
+@pytest.mark.slow
+def test_recipe_dataset_csv_pool_writes_mined_dataset(tmp_path):
+    """A VCN dataset CSV as the pool: mined per sample, mined_dataset.csv rows resolve to an
+    image for every lighting; a second iteration with the ledger mines new samples."""
+    import time
+
+    from test_sample_mining import LIGHTS, make_dataset
+
+    csv, spec = make_dataset(tmp_path, n=15)
+    media = tmp_path / "media"
+    pool = pd.read_csv(csv)
+    targets = []
+    for r in pool.iloc[:2].itertuples():
+        for light in LIGHTS:
+            targets.append({"filepath": str(media / r.input_path / f"{r.object_name}_{light}.png"),
+                            "input_path": r.input_path, "object_name": r.object_name,
+                            "label": r.label, "weakness": 0.5})
+    pd.DataFrame(targets).to_parquet(tmp_path / "mining_gaps.parquet", index=False)
+    ledger = tmp_path / "ledger.parquet"
+    env = dict(POOL=csv, TRAIN_SPEC=spec, MEDIA_ROOT=media, TOPN=3, LEDGER=ledger)
+    proc = run_recipe(tmp_path, **env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run1 = run_dir(tmp_path)
+    assert pq.read_table(run1 / "source_samples.parquet").num_rows == 15
+    out = pd.read_csv(run1 / "mined_dataset.csv", dtype=str, keep_default_na=False)
+    assert list(out.columns) == ["input_path", "golden_path", "label", "object_name"]
+    assert 0 < len(out) <= 6 and set(out["label"]) <= {"PASS", "MISSING", "BRIDGE"}
+    for r in out.itertuples():
+        for light in LIGHTS:
+            assert (media / r.input_path / f"{r.object_name}_{light}.png").is_file()
+    assert re.search(r"selectivity: \d+/15 pool samples mined", proc.stdout)
+    blocks = bash_blocks(RECIPE)
+    record = [b for b in blocks[1:] if 'mining_ledger.py" record' in b][0]
+    rec = subprocess.run(["bash", "-c", record], capture_output=True, text=True, env={
+        "TAO_SKILL_BANK_PATH": str(ROOT), "TAO_SKILL_BANK_PYTHON": sys.executable,
+        "LEDGER": str(ledger), "RUN": str(run1), "PATH": os.environ["PATH"]})
+    assert rec.returncode == 0, rec.stderr
+    time.sleep(1.1)
+    proc = run_recipe(tmp_path, **env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run2 = sorted((tmp_path / "exp" / "mining_results").iterdir())[-1]
+    out2 = pd.read_csv(run2 / "mined_dataset.csv", dtype=str, keep_default_na=False)
+    assert len(out2) > 0
+    assert not set(zip(out2.input_path, out2.object_name)) & set(zip(out.input_path, out.object_name))

@@ -53,7 +53,7 @@ def cli(*args, cwd=None):
                           capture_output=True, text=True, cwd=cwd)
 
 
-@pytest.mark.parametrize("how", ["mean", "first"])
+@pytest.mark.parametrize("how", ["concat", "mean", "first"])
 def test_dataset_pool_end_to_end(tmp_path, how):
     csv, spec = make_dataset(tmp_path)
     media = tmp_path / "media"
@@ -112,6 +112,9 @@ def test_combine_mean_and_first_values(tmp_path):
     m = np.array(mean.column("embedding").to_pylist())
     np.testing.assert_allclose(m, [[(1 + 0.6) / 2, 0.8 / 2], [0.5, 0.5]], rtol=1e-6)
     np.testing.assert_allclose(np.array(first.column("embedding").to_pylist()), [[1, 0], [5, 0]])
+    cat, _ = sm.combine(tmp_path / "e.parquet", LIGHTS, ".png", "concat")
+    np.testing.assert_allclose(np.array(cat.column("embedding").to_pylist()),
+                               [[1, 0, 0.6, 0.8, 0, 0], [1, 0, 0, 0, 0, 1]], rtol=1e-6)
 
 
 def test_errors(tmp_path):

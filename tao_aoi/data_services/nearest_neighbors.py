@@ -410,6 +410,9 @@ def run(cfg: dict) -> int:
                                          if src.is_dir() else ""),
             f"  Encoder: {describe(src_identity)} ({check})",
         ]
+        searched = n_s - (int(exclude.sum()) if exclude_src else 0)
+        lines.append(f"  Selectivity: {unique} unique mined of {searched} searched sources "
+                     f"({100.0 * unique / searched:.1f}%)")
         if exclude_src:
             lines.append(f"  Excluded before search: {int(exclude.sum())} of {n_s} sources "
                          f"listed in {exclude_src} ({len(excluded_paths)} filepaths listed); "

@@ -7,7 +7,9 @@ Stages (``scripts/demo.py`` runs them in order):
    ``skills/tao-analyze-gaps-visual-changenet/references/recipe.md``) on the local backend,
    writes ``RCA_Report.md`` from the draft and feeds the report hook the PostToolUse event
    Claude Code would send;
-3. ``mining.run_stage`` -- routing and mining, when ``tao_aoi/demo/mining.py`` exists.
+3. ``mining.run_stage`` -- routing and mining, when ``tao_aoi/demo/mining.py`` exists;
+4. ``iteration.run_stage`` -- a simulated retrained model, the RCA recipe again, and the
+   comparison of the two iterations; prints where each results page (index.html) is.
 
 Contract for a later stage (e.g. ``tao_aoi/demo/mining.py``): expose
 ``run_stage(ctx: DemoContext) -> None``; read the fields below, write under
@@ -108,6 +110,10 @@ def main(argv=None) -> int:
         mining.run_stage(ctx)
     else:
         print("note: tao_aoi/demo/mining.py does not exist yet: routing and mining skipped")
+    from tao_aoi.demo import iteration
+
+    print("== next iteration and comparison (tao_aoi/demo/iteration.py)")
+    iteration.run_stage(ctx)
     print("\n== where everything is")
     for line in ctx.summary:
         print(f"  {line}")

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import re
@@ -88,7 +89,40 @@ _SHAPES: list[tuple[str, tuple[str, ...], str]] = [   # (kind, case-sensitive ne
     ("hf_token", ("hf_",), _word("hf_", r"[A-Za-z0-9]{20,}")),
 ]
 _SHAPE_RULES = [(kind, needles, re.compile(p, re.S)) for kind, needles, p in _SHAPES]
+_PEM_RULE = _SHAPE_RULES[0]                 # spans lines and spaces: judged on the whole text
+_RUN_SHAPE_RULES = _SHAPE_RULES[1:]          # each matches inside one run of _RUN_CHARS only
 _SHAPE_NEEDLES = tuple(sorted({n for _, ns, _ in _SHAPES for n in ns}))
+
+# ---------------------------------------------------------------- runs (the fast path)
+# Every shape but the PEM block, the entropy rule and the Bearer value consume only these
+# characters, and every look-around they use tests a class inside this set: so they match
+# inside one maximal run of these characters and behave the same on the run cut out (a
+# character outside the set is, to them, the same as the end of the string). The long runs
+# are found at C speed (bytes.translate to a skeleton, then bytes.find of "w" * n); the rules
+# then run once over the long runs joined by a space (which none of them consumes) instead of
+# over the whole text: ordinary prose and code has few runs of 12+ such characters.
+_RUN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./:+=~"
+_SKELETON = bytes(0x77 if chr(b) in _RUN_CHARS else 0x20 for b in range(256))
+_MIN_RUN = 12               # the shortest run a run rule needs (a Bearer value)
+_SHAPE_MIN_RUN = 15         # the shortest shape match (xox?- + 10)
+
+
+def _long_runs(text: str, n: int = _MIN_RUN) -> list[tuple[int, int]]:
+    """(start, end) of every maximal run of _RUN_CHARS at least ``n`` characters long."""
+    # "ascii"/"replace" writes one byte per character (any other character becomes "?"),
+    # so positions in the skeleton are positions in ``text``
+    skel = text.encode("ascii", "replace").translate(_SKELETON)
+    needle = b"w" * n
+    runs = []
+    pos = skel.find(needle)
+    while pos >= 0:                 # the first hit after a space is where a run starts
+        end = skel.find(b" ", pos + n)
+        if end < 0:
+            runs.append((pos, len(skel)))
+            break
+        runs.append((pos, end))
+        pos = skel.find(needle, end)
+    return runs
 
 # A quoted or bare value, in plain or JSON-escaped form.
 _VALUE = (r"(?:\\\"(?P<v1>(?:[^\\\"\n]|\\[^\"\n])*?)\\\""   # \"...\"  (inside a JSON string)
@@ -145,6 +179,25 @@ _PLACE_RULES = [      # (pattern, kind, needles in the lower-cased text, judge t
     (_ASSIGN, "secret", _ASSIGN_HINTS, True),
 ]
 
+
+def _has_any(text: str, needles: tuple[str, ...]) -> bool:
+    return any(n in text for n in needles)
+
+
+# What each place rule's regex cannot match without (substring tests on the text as it is, at
+# C speed; ``runs``: the text has a run of _RUN_CHARS of _MIN_RUN or more). A rule whose gate
+# fails cannot match, so it is not tried; when the gate passes the rule runs as always.
+_PLACE_GATES = [
+    lambda t, runs: "//" in t and ":" in t and "@" in t,           # //user:pass@
+    lambda t, runs: "//" in t and "@" in t,                        # //token@
+    lambda t, runs: ":" in t or "=" in t,                          # authorization: / =
+    lambda t, runs: runs and (" " in t or "\t" in t),              # bearer|token <12+ run>
+    lambda t, runs: "-u" in t and ":" in t,                        # -u / --user name:pass
+    lambda t, runs: "-p" in t,                                     # login ... -p value
+    lambda t, runs: "--" in t,                                     # --name value
+    lambda t, runs: ":" in t or "=" in t,                          # name = value / name: value
+]
+
 # ---------------------------------------------------------------- names
 _SECRET_PARTS = frozenset({
     "TOKEN", "SECRET", "SECRETS", "PASSWORD", "PASSWD", "PWD", "PASSPHRASE", "CRED",
@@ -182,6 +235,7 @@ _ID_KEYS = frozenset({"uuid", "parentUuid", "sessionId", "session_id", "requestI
                       "hash", "digest", "etag", "checksum", "timestamp", "logicalParentUuid"})
 
 
+@functools.lru_cache(maxsize=16384)
 def _secret_name(name: str) -> bool:
     upper = name.upper().replace("-", "_").strip("_.\"'\\")
     upper = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name.strip("-_.\"'\\")).upper().replace("-", "_") \
@@ -287,15 +341,45 @@ class Redactor:
         out.append(text[last:])
         return "".join(out)
 
-    def _shapes(self, text: str) -> str:
+    def _shapes(self, text: str, runs: list[tuple[int, int]]) -> str:
+        if "PRIVATE KEY" in text:
+            kind, _, pattern = _PEM_RULE
+            new = pattern.sub(lambda m, k=kind: self._mask(k, m.group()), text)
+            if new != text:
+                text = new
+                runs = _long_runs(text)
+        runs = [r for r in runs if r[1] - r[0] >= _SHAPE_MIN_RUN]
+        return self._on_runs(text, runs, self._run_shapes) if runs else text
+
+    def _run_shapes(self, text: str) -> str:
         # a substring test (C speed) decides whether a rule's regex runs at all
-        present = {n for n in _SHAPE_NEEDLES if n in text}     # substring tests: C speed
+        present = {n for n in _SHAPE_NEEDLES if n in text}
         if not present:
             return text
-        for kind, needles, pattern in _SHAPE_RULES:
+        for kind, needles, pattern in _RUN_SHAPE_RULES:
             if not present.isdisjoint(needles):
                 text = pattern.sub(lambda m, k=kind: self._mask(k, m.group()), text)
         return text
+
+    @staticmethod
+    def _on_runs(text: str, runs: list[tuple[int, int]], judge) -> str:
+        """``judge`` applied to the runs of ``text`` (cut out, joined by a space, judged in one
+        call, put back). Only for rules that match inside one run (see _RUN_CHARS)."""
+        parts = [text[a:b] for a, b in runs]
+        joined = parts[0] if len(parts) == 1 else " ".join(parts)
+        new = judge(joined)
+        if new == joined:
+            return text
+        pieces = new.split(" ")
+        if len(pieces) != len(parts):        # never expected: no rule consumes a space
+            pieces = [judge(p) for p in parts]
+        out, last = [], 0
+        for (a, b), old, piece in zip(runs, parts, pieces):
+            if piece != old:
+                out += [text[last:a], piece]
+                last = b
+        out.append(text[last:])
+        return "".join(out)
 
     def _entropy_runs(self, text: str) -> str:
         limit = 3.5 if self.conservative else 4.0
@@ -343,17 +427,32 @@ class Redactor:
         """Redact free text (one line or many)."""
         if len(text) < 6:
             return text
-        text = self._shapes(text)
+        runs = _long_runs(text)
+        new = self._shapes(text, runs)
+        if new is not text:
+            text, runs = new, _long_runs(new)
         # each rule needs the lower-cased text again only after an earlier rule changed it
-        low = text.lower()
-        for pattern, kind, needles, name_check in _PLACE_RULES:
+        low = None
+        for (pattern, kind, needles, name_check), gate in zip(_PLACE_RULES, _PLACE_GATES):
+            if not gate(text, runs):
+                continue
+            if low is None:
+                low = text.lower()
             new = self._sub_value(text, pattern, kind, needles, name_check, low)
             if new is not text:
-                text, low = new, new.lower()
-        if "\n" in text and ("env" in text.lower()):
-            text = self._yaml_env(text)
+                text, low, runs = new, new.lower(), _long_runs(new)
+        if "\n" in text and ":" in text:
+            if low is None:
+                low = text.lower()
+            if "env" in low:
+                new = self._yaml_env(text)
+                if new != text:
+                    text, runs = new, _long_runs(new)
         if not skip_entropy:
-            text = self._entropy_runs(text)
+            n = 20 if self.conservative else 32
+            long_runs = [r for r in runs if r[1] - r[0] >= n]
+            if long_runs:
+                text = self._on_runs(text, long_runs, self._entropy_runs)
         return self._known_values(text)
 
     def _yaml_env(self, text: str) -> str:

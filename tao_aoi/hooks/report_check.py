@@ -640,6 +640,7 @@ def check_rca(folder: Path, text: str, cwd: str | None = None) -> list[str]:
         if metrics and isinstance(metrics.get("per_label"), dict):
             _check_per_label_counts(body, metrics["per_label"], problems)
 
+    _check_iteration(folder, text, problems)
     targets = _check_links(folder, text, problems)
     _check_images(folder, targets, problems)
     body = found.get("Visual Spot Check")
@@ -647,6 +648,39 @@ def check_rca(folder: Path, text: str, cwd: str | None = None) -> list[str]:
         _check_verdicts(body, problems)
     _words(text, rr.RCA_WORDS, "RCA_Report.md", problems)
     return problems
+
+
+def _check_iteration(folder: Path, text: str, problems: list[str]) -> None:
+    """The optional "Change Since Last Iteration" section: its counts and FAR values must be
+    those of iteration_compare.json."""
+    bodies = [b for norm, _, b in split_sections(text) if norm and _heading_matches(norm, rr.RCA_ITERATION_SECTION)]
+    if not bodies:
+        return
+    fix = (f": run `scripts/compare_iterations.py <previous rca_results/<ts>> {folder}` and take "
+           f"the numbers from `iteration_compare.md`")
+    try:
+        data = json.loads(_read_within(folder, rr.RCA_ITERATION_JSON))
+        counts = data["counts"]
+        far = {side: float(data[side]["far"]) for side in ("before", "after")}
+    except (OSError, ValueError, KeyError, TypeError):
+        problems.append(f"{rr.RCA_ITERATION_SECTION}: `{rr.RCA_ITERATION_JSON}` is missing or "
+                        f"malformed{fix}.")
+        return
+    values = []
+    for m in _NUMBER.finditer(bodies[0]):
+        try:
+            values.append(float(m.group(0)))
+        except ValueError:
+            pass
+    for key in ("fixed", "regressed", "still_misclassified"):
+        if int(counts.get(key, -1)) not in values:
+            problems.append(f"{rr.RCA_ITERATION_SECTION} does not state the number of "
+                            f"{key.replace('_', ' ')} samples ({counts.get(key)}, from "
+                            f"`{rr.RCA_ITERATION_JSON}`){fix}.")
+    for side, value in far.items():
+        if not any(abs(v - value) <= 5e-5 + 1e-12 for v in values):
+            problems.append(f"{rr.RCA_ITERATION_SECTION} does not state the FAR {side} "
+                            f"({value:.4f}, from `{rr.RCA_ITERATION_JSON}`){fix}.")
 
 
 # ---------------------------------------------------------------- routing

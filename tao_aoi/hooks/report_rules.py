@@ -40,6 +40,9 @@ RCA_SPOT_CHECK_JSON = "spot_check.json"
 # lighting + golden) and, under rca_images/samples/, one full-size panel per sample. Neither
 # counts as one of the 10 first-lighting copies the report links.
 RCA_SPOT_CHECK_SHEET = "spot_check_sheet.png"
+# Optional RCA section, checked when present against scripts/compare_iterations.py's JSON
+RCA_ITERATION_SECTION = "Change Since Last Iteration"
+RCA_ITERATION_JSON = "iteration_compare.json"
 RCA_SPOT_CHECK_PANELS = "samples"
 ROUTING_ARTIFACTS = ("mining_gaps.parquet", "anomalygen_gaps.parquet", "routing_summary.txt")
 MINING_ARTIFACTS = ("target_embeddings.parquet", "source_embeddings.parquet",
