@@ -14,6 +14,7 @@ Examples:
   python3 benchmarks/bench_embeddings.py --images 256
   flock /tmp/heavy.lock python3 benchmarks/bench_embeddings.py --arch base --images 128
   python3 benchmarks/bench_embeddings.py --model-path google/siglip-base-patch16-224 --images 2000
+  python3 benchmarks/bench_embeddings.py --images 512 --cache    # + cache cold/warm runs
 """
 from __future__ import annotations
 
@@ -81,6 +82,8 @@ def main() -> int:
     ap.add_argument("--num-workers", type=int, default=4)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--cache", action="store_true",
+                    help="also time embedding_cache: a cold run, then a warm rerun (embeds none)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
 
@@ -106,6 +109,17 @@ def main() -> int:
         for i, (name, model, path) in enumerate(cases):
             cfg = dict(base_cfg, model=model, model_path=path, output_parquet=str(wd / f"out{i}.parquet"))
             results.append(run_case(name, cfg, args.images))
+            if args.cache:
+                # embedding_cache: a cold run (embeds all, fills the cache), then a warm rerun
+                for phase in ("cold", "warm"):
+                    out = wd / f"out{i}_cache_{phase}.parquet"
+                    c = dict(cfg, output_parquet=str(out), embedding_cache=str(wd / "cache"))
+                    r = run_case(f"{name} cache-{phase}", c, args.images)
+                    stats = json.loads(image_embeddings.summary_json_path(out).read_text())
+                    r.update(embedded=stats["embedded"], reused_from_cache=stats["reused_from_cache"])
+                    if phase == "warm":
+                        r["identical_to_uncached"] = out.read_bytes() == Path(cfg["output_parquet"]).read_bytes()
+                    results.append(r)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     meta = {"cpus": os.cpu_count(), "jpeg_size": args.size, "peak_rss_gb": round(peak, 2)}
     if args.json:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
@@ -179,7 +178,8 @@ def same_artifacts(ours: Path, theirs: Path, exp: Path) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1k,10k,100k,1M,10M", help="row counts for the scaling table")
-    parser.add_argument("--ref-sizes", default="5k,20k", help="row counts for the side-by-side with NVIDIA's module ('' to skip)")
+    parser.add_argument("--ref-sizes", default="5k,20k",
+                        help="row counts for the side-by-side with NVIDIA's module ('' to skip)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of our command per size (fastest kept)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON instead of markdown")
     args = parser.parse_args(argv)

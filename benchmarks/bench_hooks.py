@@ -8,6 +8,9 @@ with the flags hooks/hooks.json gives it, fed the event on stdin):
 * packaging a report with a 50 MB transcript (redaction streamed line by line): the whole hook
   process, median of 3 runs, target < 2 s; plus the redaction throughput alone.
 
+Every row also gives the CPU time (user + system) of the measured process: on a shared machine
+the wall time grows with other load, the CPU time much less.
+
 Run: ``python3 benchmarks/bench_hooks.py [--python python3] [--transcript-mb 50] [--json]``
 (the folder it builds lives in a temporary directory and is removed afterwards).
 """
@@ -18,6 +21,7 @@ import base64
 import json
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -85,15 +89,23 @@ def interpreter_flags(script: str) -> list[str]:
     return []
 
 
-def run_hook(python: str, script: str, event: dict, env: dict) -> tuple[float, str]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_hook(python: str, script: str, event: dict, env: dict) -> tuple[float, str, float]:
+    """(wall seconds, stdout, CPU seconds of the hook process: user + system)."""
+    cpu = _children_cpu()
     start = time.perf_counter()
     proc = subprocess.run([python, *interpreter_flags(script), str(REPO / "hooks" / script)],
                           input=json.dumps(event),
                           capture_output=True, text=True, env=env, timeout=120)
     elapsed = time.perf_counter() - start
+    cpu = _children_cpu() - cpu
     if proc.returncode != 0:
         raise SystemExit(f"{script} exited {proc.returncode}: {proc.stderr}")
-    return elapsed, proc.stdout
+    return elapsed, proc.stdout, cpu
 
 
 def make_folder(root: Path) -> Path:
@@ -118,6 +130,7 @@ def main(argv=None) -> int:
     args.python = args.python or real_python3()
 
     rows = []
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench hooks ") as tmp:
         tmp = Path(tmp)
         env = dict(os.environ, CLAUDE_PLUGIN_ROOT=str(REPO), CLAUDE_PLUGIN_DATA=str(tmp / "data"),
@@ -134,9 +147,11 @@ def main(argv=None) -> int:
         ]
         for script, label, event in ignored:
             run_hook(args.python, script, event, env)  # warm the page cache / .pyc
-            times = [run_hook(args.python, script, event, env)[0] for _ in range(args.runs)]
+            results = [run_hook(args.python, script, event, env) for _ in range(args.runs)]
+            times = [r[0] for r in results]
             rows.append({"measure": f"{script}: {label}", "median_s": statistics.median(times),
-                         "max_s": max(times), "target_s": 0.150, "runs": args.runs})
+                         "max_s": max(times), "target_s": 0.150, "runs": args.runs,
+                         "cpu_median_s": statistics.median(r[2] for r in results)})
 
         transcript = tmp / "session.jsonl"
         n_lines = fake_transcript(transcript, args.transcript_mb)
@@ -144,18 +159,20 @@ def main(argv=None) -> int:
 
         from tao_aoi.hooks.redact import redact_stream
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         with open(transcript, "rb") as src, open(tmp / "redacted.jsonl", "wb") as dst:
             redact_stream(src, dst)
         redact_s = time.perf_counter() - start
+        cpu = time.process_time() - cpu
         rows.append({"measure": f"redact_stream alone ({mb:.0f} MB, {n_lines} lines)",
                      "median_s": redact_s, "max_s": redact_s, "target_s": None, "runs": 1,
-                     "mb_per_s": mb / redact_s})
+                     "mb_per_s": mb / redact_s, "cpu_median_s": cpu})
 
         folder = make_folder(tmp)
         event = {**base, "transcript_path": str(transcript), "tool_name": "Write",
                  "tool_input": {"file_path": str(folder / "RCA_Report.md"), "content": "x"}}
-        times = [run_hook(args.python, "on_report_written.py", event, env)[0] for _ in range(3)]
+        results = [run_hook(args.python, "on_report_written.py", event, env) for _ in range(3)]
+        times = [r[0] for r in results]
         session = folder / rr.SESSION_FILE
         with open(session, encoding="utf-8") as fh:
             head = fh.read(2_000_000)
@@ -163,18 +180,22 @@ def main(argv=None) -> int:
             raise SystemExit("packaging produced no redacted claude_session.jsonl")
         rows.append({"measure": f"on_report_written.py: package + check, {mb:.0f} MB transcript",
                      "median_s": statistics.median(times), "max_s": max(times), "target_s": 2.0,
-                     "runs": len(times)})
+                     "runs": len(times), "cpu_median_s": statistics.median(r[2] for r in results)})
 
     if args.json:
         print(json.dumps({"python": args.python, "flags": interpreter_flags("on_report_written.py"),
-                          "rows": rows}, indent=2))
+                          "load_average": load, "cpus": os.cpu_count(), "rows": rows}, indent=2))
         return 0
     print(f"interpreter: {args.python} {' '.join(interpreter_flags('on_report_written.py'))}")
-    print(f"{'measure':<68} {'median':>9} {'max':>9} {'target':>8}  ok")
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs "
+          "(wall times grow with other load; the CPU column does not)")
+    print(f"{'measure':<68} {'median':>9} {'max':>9} {'cpu med':>9} {'target':>8}  ok")
     for row in rows:
         target = row["target_s"]
         ok = "" if target is None else ("yes" if row["median_s"] < target else "NO")
+        cpu = row.get("cpu_median_s")
         print(f"{row['measure']:<68} {row['median_s'] * 1000:>7.0f}ms {row['max_s'] * 1000:>7.0f}ms "
+              f"{'' if cpu is None else f'{cpu * 1000:.0f}ms':>9} "
               f"{'' if target is None else f'{target * 1000:.0f}ms':>8}  {ok}")
     return 0
 

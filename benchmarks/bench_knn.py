@@ -162,7 +162,9 @@ idx, dist = knn.topk_stream(tgt, knn.ParquetShards(folder, normalize=True), k, "
                             normalized=True, memory_budget=budget)
 wall = time.perf_counter() - t0
 np.save(sys.argv[7], idx)
-print(json.dumps({"wall_s": wall, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+# VmHWM: this process's own peak RSS (ru_maxrss would carry the parent's peak across exec)
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(json.dumps({"wall_s": wall, "peak_rss_gb": int(hwm) / 2**20}))
 """
 
 

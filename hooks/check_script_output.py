@@ -8,5 +8,5 @@ try:
     from tao_aoi.hooks.common import guarded
     from tao_aoi.hooks.script_check import handle
 except Exception:  # a broken install must never break the session
-    raise SystemExit(0)
+    raise SystemExit(0) from None
 raise SystemExit(guarded(handle))

@@ -275,12 +275,14 @@ def metrics_json(result: GapResult) -> str:
 def unreachable_text(inputs) -> str:
     _, names, positive = _groups(inputs)
     n_pos = int(np.count_nonzero(positive))
+    why = ("the CSV holds no NO_PASS (defect) row, so NO_PASS recall is undefined" if n_pos == 0
+           else "no candidate threshold reaches the target")
     return (f"{MARK_UNREACHABLE}: {ga.unreachable_message(inputs.min_recall)}\n"
             f"min_recall: {inputs.min_recall}\n"
             f"rows: {inputs.n_rows} (PASS {inputs.n_rows - n_pos}, NO_PASS {n_pos})\n"
             f"labels: {', '.join(names)}\n"
             f"inference csv: {inputs.csv_path}\n"
-            f"why: {'the CSV holds no NO_PASS (defect) row, so NO_PASS recall is undefined' if n_pos == 0 else 'no candidate threshold reaches the target'}\n"
+            f"why: {why}\n"
             f"what to do: check that the CSV holds the defect samples of the test set, or lower "
             f"min_recall; no threshold was chosen and no weak samples were ranked.\n")
 

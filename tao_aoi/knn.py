@@ -470,17 +470,28 @@ class ParquetShards:
         for b, (c0, c1) in enumerate(bounds):
             out = ring[b % len(ring)][:c1 - c0]
             row = 0
+            shards = []
             while row < c1 - c0:
                 if pending is None or not len(pending):
                     p, pending = next(it)
-                    if not np.isfinite(pending).all():
-                        raise SourceError(f"{p}: column {self.column!r} holds NaN or infinite values")
+                    shards.append(p)
                 take = min(len(pending), c1 - c0 - row)
                 out[row:row + take] = pending[:take]
                 pending = pending[take:]
                 row += take
-            if self.normalize:
-                l2_normalize_(out)
+            # One pass gives both the finiteness check and the norms: a float64 sum of
+            # squares of float32 values is finite iff every value is. The normalisation is
+            # l2_normalize_'s arithmetic (row-wise, so the same values bit for bit).
+            for r0 in range(0, len(out), 65536):
+                blk = out[r0:r0 + 65536]
+                sq = np.einsum("ij,ij->i", blk, blk, dtype=np.float64)
+                if not np.isfinite(sq).all():
+                    raise SourceError(f"{shards[-1] if len(shards) == 1 else ', '.join(map(str, dict.fromkeys(shards)))}: "
+                                      f"column {self.column!r} holds NaN or infinite values")
+                if self.normalize:
+                    norms = np.sqrt(sq)
+                    norms[norms == 0] = 1.0
+                    blk /= norms[:, None].astype(out.dtype)
             if not put(out):
                 return
         # the consumer holds views of the ring; it must not be reused after this point

@@ -47,7 +47,7 @@ def read_parquet(path: str | os.PathLike, required: Iterable[str] = ()):
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises many types for a non-parquet file
         raise UsageError(f"cannot read {path} as parquet: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''}")
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise UsageError(f"{path.name} lacks required column(s): {', '.join(missing)}")

@@ -80,7 +80,7 @@ class Artifacts:
         try:
             return json.loads(p.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
-            raise UsageError(f"{p} is not valid JSON: {exc}")
+            raise UsageError(f"{p} is not valid JSON: {exc}") from None
 
     @functools.cached_property
     def samples(self):

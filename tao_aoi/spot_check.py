@@ -288,7 +288,8 @@ def render_panel(sample: dict, layout: tuple, golden: bool, tile: int, images: _
     score = "-" if sample["siamese_score"] is None else f"{sample['siamese_score']:.4f}"
     weak = "-" if sample["weakness"] is None else f"{sample['weakness']:+.4f}"
     side = "WRONG side" if sample["misclassified"] else "right side"
-    line1 = f"#{sample['rank']:02d} {sample['label'].strip() or repr(sample['label'])}  score {score}  weakness {weak} ({side})"
+    label = sample["label"].strip() or repr(sample["label"])
+    line1 = f"#{sample['rank']:02d} {label}  score {score}  weakness {weak} ({side})"
     d.text((PAD, 4), _fit(d, line1, f1, width - 2 * PAD), fill=(255, 255, 255), font=f1)
     vw = d.textlength(VERDICT_SLOT, font=f2)
     where = _fit(d, f"{sample['input_path']}/{sample['object_name']}", f2, width - 3 * PAD - vw)
@@ -425,7 +426,7 @@ def run_spot_check(results_dir: str | os.PathLike, lightings: Sequence[str], ima
         _remove_previous(img_dir)
         ensure_dir_within(img_dir / PANELS_DIR, results_dir, "rca_images/samples")
     except PathEscape as exc:
-        raise UsageError(f"{exc}: refusing to write there; remove the link and rerun")
+        raise UsageError(f"{exc}: refusing to write there; remove the link and rerun") from None
 
     samples = []
     n = 0
@@ -645,4 +646,4 @@ def _lightings_from_metrics(results: Path) -> tuple[list[str], str]:
         return lightings, str(m.get("image_ext") or "")
     except Exception:
         raise UsageError(f"no --train-config given and {metrics} has no 'lightings' list; "
-                         "pass --train-config")
+                         "pass --train-config") from None

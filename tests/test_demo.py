@@ -32,7 +32,7 @@ def _digest(folder: Path) -> str:
 
 
 def test_synthetic_experiment_is_deterministic_and_shaped_like_vcn(tmp_path):
-    a, b = generate(tmp_path / "a", seed=3), generate(tmp_path / "b", seed=3)
+    a, _ = generate(tmp_path / "a", seed=3), generate(tmp_path / "b", seed=3)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     assert generate(tmp_path / "c", seed=4).mislabeled != [] and \
         _digest(tmp_path / "c") != _digest(tmp_path / "a")

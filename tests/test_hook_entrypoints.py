@@ -6,7 +6,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from test_hook_report_check import (REPO, feedback, hook_env, make_rca_run, rca_report, run_hook,

@@ -32,7 +32,7 @@ def bash(tmp_path, command, stdout="", stderr="", interrupted=False, **env):
     ("python3 scripts/draft_report.py r", "rca"),
     ("python3 scripts/route_samples.py --gaps g.parquet", "routing"),
     (f"{DS} embedding image_embeddings -e e.yaml", "mining"),
-    (f"$DS tmm  nearest_neighbors -e m.yaml", "mining"),
+    ("$DS tmm  nearest_neighbors -e m.yaml", "mining"),
     ("python3 scripts/pool_to_parquet.py pool.csv", "mining"),
     ("python3 scripts/mining_ledger.py add", "mining"),
     ("python3 scripts/preflight.py --for mining", "mining"),

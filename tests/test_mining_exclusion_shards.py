@@ -171,3 +171,14 @@ def test_action_shards_must_share_the_encoder(tmp_path):
     write_emb(tmp_path / "tgt.parquet", t, [f"/kpi/t{i}.jpg" for i in range(len(t))])
     with pytest.raises(UsageError, match="shards disagree"):
         action.run(cfg_for(tmp_path, tmp_path / "sh"))
+
+
+def test_action_nan_in_a_shard_is_a_usage_error(tmp_path):
+    s, t, fps = pool(9, n_s=60)
+    s[45, 3] = np.nan
+    write_emb(tmp_path / "sh" / "a.parquet", s[:30], fps[:30])
+    write_emb(tmp_path / "sh" / "b.parquet", s[30:], fps[30:])
+    write_emb(tmp_path / "tgt.parquet", t, [f"/kpi/t{i}.jpg" for i in range(len(t))])
+    with pytest.raises(UsageError, match="b.parquet.*NaN or infinite"):
+        action.run(cfg_for(tmp_path, tmp_path / "sh", knn_metric="euclidean"))
+    assert not (tmp_path / "out" / "mined.parquet").exists()

@@ -126,6 +126,7 @@ def test_one_low_scoring_defect_pins_the_threshold_and_is_named(tmp_path):
                        f"inference_results_dir={tmp_path / 'inf'}",
                        f"train_config={tmp_path / 'train.yaml'}", f"results_dir={tmp_path / 'r2'}",
                        f"min_recall={m['relaxed_target']['min_recall']!r}")
+    assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "r2" / "metrics.json").read_text())["threshold"] == m["relaxed_target"]["threshold"]
 
 

@@ -30,7 +30,7 @@ def enabled(family: str) -> bool:
     return env_on(FAMILY_TOGGLES[family])
 
 
-def data_dir() -> pathlib.Path:  # pathlib: imported on first use (see above)
+def data_dir() -> "Path":  # noqa: F821 (pathlib is imported on first use, see above)
     """The plugin's persistent folder: ``$CLAUDE_PLUGIN_DATA``, else ``~/.cache/tao-aoi``."""
     from pathlib import Path
 
@@ -39,7 +39,7 @@ def data_dir() -> pathlib.Path:  # pathlib: imported on first use (see above)
     return Path(base)
 
 
-def log_path() -> pathlib.Path:
+def log_path() -> "Path":  # noqa: F821
     return data_dir() / "hooks.log"
 
 

@@ -96,6 +96,7 @@ class _Bundle:
         self.skipped: list[dict] = []
         self.redactions: dict[str, Counter] = {}
         self._seen_dirs: set[str] = set()
+        self.session_digest: tuple[str, int] | None = None
 
     def redactor(self) -> Redactor:
         return Redactor(self.conservative, self.known)
@@ -162,12 +163,31 @@ class _Bundle:
             else:
                 self.copy_file(child, f"{rel}/{entry.name}", root, trusted_binary=True)
 
-    def rescan_known(self, paths: dict[str, Path]) -> None:
-        """Mask, in every text file of the bundle, the values found anywhere in it."""
+    def rescan_known(self, paths: dict[str, Path]) -> set[str]:
+        """Mask, in every text file of the bundle, the values found anywhere in it; returns
+        the files that changed."""
+        changed = set()
         for rel, path in paths.items():
             counts = self.redactions.setdefault(rel, Counter())
-            _rewrite_lines(path, lambda line, r=Redactor(self.conservative, self.known), c=counts:
-                           _count_into(c, r, r._known_values(line)))
+            r = Redactor(self.conservative, self.known)
+            if _rewrite_lines(path, lambda line, r=r, c=counts: _count_into(c, r, r._known_values(line)),
+                              may_change=r.may_hold_known):
+                changed.add(rel)
+        return changed
+
+
+class _HashingWriter:
+    """A binary file that also computes the sha256 and size of what is written to it."""
+
+    def __init__(self, fh):
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.fh.write(data)
 
 
 def _count_into(counts: Counter, redactor: Redactor, text: str) -> str:
@@ -176,8 +196,15 @@ def _count_into(counts: Counter, redactor: Redactor, text: str) -> str:
     return text
 
 
-def _rewrite_lines(path: Path, fix) -> bool:
-    """Apply ``fix`` to every line of a UTF-8 file in place (via a temp file); True if changed."""
+_BLOCK = 1 << 20
+
+
+def _rewrite_lines(path: Path, fix, may_change=None) -> bool:
+    """Apply ``fix`` to every line of a UTF-8 file in place (via a temp file); True if changed.
+
+    ``may_change(text)``: False when ``fix`` leaves every line of ``text`` (a block of whole
+    lines) as it is; such a block is not split into lines, and a file none of whose blocks
+    may change is not rewritten at all."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(4096)
@@ -185,19 +212,48 @@ def _rewrite_lines(path: Path, fix) -> bool:
         return False
     if b"\x00" in head:
         return False
+    if may_change is not None:
+        with open(path, "rb") as src:
+            if not any(may_change(block.decode("utf-8", "surrogateescape"))
+                       for block in _line_blocks(src)):
+                return False
     changed = False
     tmp = path.with_name(path.name + ".fix")
     with open(path, "rb") as src, open(tmp, "wb") as dst:
-        for raw in src:
-            line = raw.decode("utf-8", "surrogateescape")
-            new = fix(line)
-            changed |= new != line
-            dst.write(new.encode("utf-8", "surrogateescape"))
+        for block in _line_blocks(src):
+            text = block.decode("utf-8", "surrogateescape")
+            if may_change is not None and not may_change(text):
+                dst.write(block)
+                continue
+            lines = text.split("\n")
+            last = lines.pop()          # "" after a final line end
+            for line in [ln + "\n" for ln in lines] + ([last] if last else []):
+                new = fix(line)
+                changed |= new != line
+                dst.write(new.encode("utf-8", "surrogateescape"))
     if changed:
         os.replace(tmp, path)
     else:
         os.unlink(tmp)
     return changed
+
+
+def _line_blocks(src):
+    """Blocks of about _BLOCK bytes, each made of whole lines (the last may lack its end)."""
+    carry = b""
+    while True:
+        chunk = src.read(_BLOCK)
+        if not chunk:
+            if carry:
+                yield carry
+            return
+        chunk = carry + chunk
+        cut = chunk.rfind(b"\n") + 1
+        if cut == 0:
+            carry = chunk
+            continue
+        carry = chunk[cut:]
+        yield chunk[:cut]
 
 
 def _digest(path: Path) -> tuple[str, int]:
@@ -253,20 +309,51 @@ def detect_secrets_pass(python: str, files: dict[str, Path], redactions: dict[st
                         known: set[str]) -> dict:
     """Run detect-secrets on the bundle's redacted text files; mask what it still finds (in
     every file). Returns the manifest entry for this engine."""
+    return finish_detect_secrets(start_detect_secrets(python, files), files, redactions, known)
+
+
+def start_detect_secrets(python: str, files: dict[str, Path]) -> tuple:
+    """Start detect-secrets on ``files`` (it runs while this process goes on); the handle is
+    for :func:`finish_detect_secrets`."""
     rels = list(files)
     script = Path(__file__).resolve().parents[1] / "secret_scan.py"   # runs in the venv, not here
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     try:
-        proc = subprocess.run([python, "-I", str(script), str(_DS_BUDGET_S), str(_DS_MAX_BYTES),
-                               *(str(files[r]) for r in rels)],
-                              capture_output=True, text=True, timeout=_DS_TIMEOUT_S,
-                              stdin=subprocess.DEVNULL, env=env)
-        result = json.loads(proc.stdout) if proc.returncode == 0 else None
-    except (OSError, subprocess.TimeoutExpired, ValueError):
-        result = None
+        proc = subprocess.Popen([python, "-I", str(script), str(_DS_BUDGET_S), str(_DS_MAX_BYTES),
+                                 *(str(files[r]) for r in rels)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, env=env)
+    except OSError:
+        proc = None
+    return proc, rels, time.monotonic()
+
+
+def stop_detect_secrets(handle: tuple) -> None:
+    proc = handle[0]
+    if proc is not None and proc.poll() is None:
+        proc.kill()
+    if proc is not None:
+        proc.communicate()
+
+
+def finish_detect_secrets(handle: tuple, files: dict[str, Path], redactions: dict[str, Counter],
+                          known: set[str]) -> dict:
+    """Wait for the scan started by :func:`start_detect_secrets` (on some of ``files``, in the
+    same order) and mask what it found in every one of ``files``."""
+    proc, scanned_rels, started = handle
+    result = None
+    if proc is not None:
+        try:
+            out, _ = proc.communicate(timeout=max(0.1, _DS_TIMEOUT_S - (time.monotonic() - started)))
+            result = json.loads(out) if proc.returncode == 0 else None
+        except subprocess.TimeoutExpired:
+            stop_detect_secrets(handle)
+        except ValueError:
+            result = None
     if not isinstance(result, dict):
         return {"ran": False, "reason": "detect-secrets did not run in the plugin environment "
                                         "(not installed, failed or too slow)"}
+    rels = list(files)
     values: dict[str, str] = {}
     for f in result.get("findings", []):
         value, kind = str(f.get("value", "")), _kind(str(f.get("type", "secret")))
@@ -274,7 +361,7 @@ def detect_secrets_pass(python: str, files: dict[str, Path], redactions: dict[st
             values.setdefault(value, kind)
         elif len(value) >= 3:       # a regex plugin that reports only the prefix ("ghp")
             try:
-                line = _line_of(files[rels[int(f["file"])]], int(f["line"]))
+                line = _line_of(files[scanned_rels[int(f["file"])]], int(f["line"]))
             except (KeyError, ValueError, IndexError, OSError):
                 continue
             for m in re.finditer(re.escape(value) + r"[A-Za-z0-9_\-+/=.]{8,}", line):
@@ -286,6 +373,10 @@ def detect_secrets_pass(python: str, files: dict[str, Path], redactions: dict[st
             forms[v] = kind
             forms.setdefault(json.dumps(v)[1:-1], kind)
         pattern = re.compile("|".join(map(re.escape, sorted(forms, key=len, reverse=True))))
+        probes = {f[:8] for f in forms}           # every form is 8 characters or more
+
+        def may_change(text: str) -> bool:
+            return any(p in text for p in probes)
         for rel in rels:
             counts = redactions.setdefault(rel, Counter())
 
@@ -294,10 +385,19 @@ def detect_secrets_pass(python: str, files: dict[str, Path], redactions: dict[st
                     counts[forms[m.group()]] += 1
                     return TAG.format(forms[m.group()])
                 return pattern.sub(repl, line)
-            _rewrite_lines(files[rel], fix)
-    scanned = {rels[i] for i in result.get("scanned", []) if isinstance(i, int) and i < len(rels)}
+            _rewrite_lines(files[rel], fix, may_change=may_change)
+    scanned = {scanned_rels[i] for i in result.get("scanned", [])
+               if isinstance(i, int) and 0 <= i < len(scanned_rels)}
     return {"ran": True, "version": result.get("version"), "values_found": len(values),
             "not_scanned": sorted(set(rels) - scanned)}
+
+
+def _source_size(event: dict) -> int:
+    """Size of the transcript the event names (a hint only: 0 when it cannot be read)."""
+    try:
+        return os.lstat(event.get("transcript_path") or "").st_size
+    except (OSError, TypeError, ValueError):
+        return 0
 
 
 def _line_of(path: Path, number: int) -> str:
@@ -386,8 +486,10 @@ def _copy_session(event: dict, folder: Path, bundle: _Bundle, manifest: dict) ->
         return None
     part = bundle.tmp / _SESSION_TMP
     redactor = bundle.redactor()
-    with os.fdopen(fd, "rb") as src, open(part, "wb") as dst:
+    with os.fdopen(fd, "rb") as src, open(part, "wb") as fh:
+        dst = _HashingWriter(fh)
         info["lines"] = redactor.stream(src, dst)
+    bundle.session_digest = (dst.sha.hexdigest(), dst.size)   # valid until the file changes
     bundle.redactions[rr.SESSION_FILE] = redactor.counts
     return part
 
@@ -434,15 +536,35 @@ def package(report: Path, family: str, event: dict) -> list[str]:
         for rel in _PLUGIN_FILES:
             bundle.copy_file(root / rel, rel, plugin_real, trusted_binary=True)
         known_before_session = len(bundle.known)
-        session = _copy_session(event, folder, bundle, manifest)
+        # detect-secrets never reads a transcript over _DS_MAX_BYTES: for a big one it scans the
+        # other files while the transcript is redacted here (its findings are masked in all)
+        early = None
+        if python is not None and _source_size(event) > 2 * _DS_MAX_BYTES:
+            early_files = {rel: tmp / rel for rel in bundle.redactions if (tmp / rel).is_file()}
+            early = (start_detect_secrets(python, early_files), early_files)
+        try:
+            session = _copy_session(event, folder, bundle, manifest)
+        except BaseException:
+            if early is not None:
+                stop_detect_secrets(early[0])
+            raise
 
         text_files = {rel: tmp / rel for rel in bundle.redactions if (tmp / rel).is_file()}
         if session is not None:
             text_files[rr.SESSION_FILE] = session
         engines: dict = {"builtin": {"mode": "conservative" if python is None else "standard"}}
-        if python is not None:
+        if early is not None and (session is None or session.stat().st_size > _DS_MAX_BYTES):
+            engines["detect_secrets"] = finish_detect_secrets(early[0], text_files,
+                                                              bundle.redactions, bundle.known)
+            if engines["detect_secrets"].get("values_found"):
+                bundle.session_digest = None        # the files were rewritten
+        elif python is not None:
+            if early is not None:                   # the redacted transcript is small: scan it too
+                stop_detect_secrets(early[0])
             engines["detect_secrets"] = detect_secrets_pass(python, text_files, bundle.redactions,
                                                             bundle.known)
+            if engines["detect_secrets"].get("values_found"):
+                bundle.session_digest = None        # the files were rewritten
         else:
             engines["detect_secrets"] = {"ran": False, "reason": why}
         # values first met late in the transcript (or by detect-secrets) are masked everywhere;
@@ -450,7 +572,8 @@ def package(report: Path, family: str, event: dict) -> list[str]:
         rescan = dict(text_files)
         if session is not None and len(bundle.known) == known_before_session:
             rescan.pop(rr.SESSION_FILE)
-        bundle.rescan_known(rescan)
+        if rr.SESSION_FILE in bundle.rescan_known(rescan):
+            bundle.session_digest = None
         manifest["redaction"] = {
             "engines": engines,
             "masked_total": sum(sum(c.values()) for c in bundle.redactions.values()),
@@ -468,7 +591,7 @@ def package(report: Path, family: str, event: dict) -> list[str]:
             info = manifest["transcript"]
             info["redactions"] = dict(sorted(bundle.redactions[rr.SESSION_FILE].items()))
             os.chmod(session, _mode("file"))
-            info["sha256"], info["size"] = _digest(session)
+            info["sha256"], info["size"] = bundle.session_digest or _digest(session)
             info["copied"] = True
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         for path in [tmp, *tmp.rglob("*")]:

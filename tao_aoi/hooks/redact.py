@@ -90,8 +90,36 @@ _SHAPES: list[tuple[str, tuple[str, ...], str]] = [   # (kind, case-sensitive ne
 ]
 _SHAPE_RULES = [(kind, needles, re.compile(p, re.S)) for kind, needles, p in _SHAPES]
 _PEM_RULE = _SHAPE_RULES[0]                 # spans lines and spaces: judged on the whole text
-_RUN_SHAPE_RULES = _SHAPE_RULES[1:]          # each matches inside one run of _RUN_CHARS only
-_SHAPE_NEEDLES = tuple(sorted({n for _, ns, _ in _SHAPES for n in ns}))
+# What a shape's regex cannot match without, beyond its needles: "." of a JWT, "-" of a Slack
+# token, "_" of a Shopify token (no mask tag can supply them: see TAG and the rule names).
+_EXTRA_REQUIRED = {"jwt": ".", "slack_token": "-", "shopify_token": "_"}
+_RARE = "_-.:/"
+
+
+def _required(kind: str, needles: tuple[str, ...]) -> frozenset:
+    chars = {c for c in _RARE if all(c in n for n in needles)}
+    return frozenset(chars | set(_EXTRA_REQUIRED.get(kind, "")))
+
+
+# (kind, regex) of the shapes that match inside one run of _RUN_CHARS (all but the PEM block)
+_RUN_SHAPE_RULES = [(kind, pattern) for kind, _, pattern in _SHAPE_RULES[1:]]
+# needle -> indexes of the run shape rules it triggers; AWS key ids share one regex gate (their
+# whole shape, look-arounds left out) instead of nine substring scans
+_AWS = "aws_access_key_id"
+_AWS_GATE = re.compile(r"A(?:KIA|SIA|GPA|IDA|ROA|NPA|NVA|IPA)[A-Z0-9]{16}|A3T[A-Z0-9]{17}")
+_AWS_RULES = tuple(i for i, (kind, _) in enumerate(_RUN_SHAPE_RULES) if kind == _AWS)
+_RULES_OF: dict[str, list[int]] = {}
+_NEEDS: dict[str, frozenset] = {}
+for _i, (_kind, _needles, _) in enumerate(_SHAPE_RULES[1:]):
+    if _kind != _AWS:
+        for _n in _needles:
+            _RULES_OF.setdefault(_n, []).append(_i)
+            _NEEDS[_n] = _required(_kind, _needles)
+# the needles worth a scan, for each set of rare characters the text holds
+_NEEDLES_FOR = {}
+for _mask_bits in range(1 << len(_RARE)):
+    _have = frozenset(c for j, c in enumerate(_RARE) if _mask_bits >> j & 1)
+    _NEEDLES_FOR[_have] = tuple(n for n in _RULES_OF if _NEEDS[n] <= _have)
 
 # ---------------------------------------------------------------- runs (the fast path)
 # Every shape but the PEM block, the entropy rule and the Bearer value consume only these
@@ -148,6 +176,10 @@ _ASSIGN = re.compile(
     r"(?:tok|key|secret|pass|pwd|cred|auth|dsn|database_url|connection_?string|cookie|private)"
     r"[A-Za-z0-9_.\-]*+(?P<q>\\?[\"']?)[ \t]*(?P<sep>=|:)[ \t]*(?:\r?\n[ \t]+(?=\S))?" + _VALUE, re.I)
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_ASSIGN_START = re.compile(_ASSIGN.pattern[:_ASSIGN.pattern.index(")") + 1], re.I)  # the keyword
+_NAME_SKELETON = bytes(0x77 if chr(b) in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                       "0123456789_.-" else 0x20 for b in range(256))
+_NAME_RUN = re.compile(r"[A-Za-z0-9_.\-]*")
 _ASSIGN_HINTS = ("tok", "key", "secret", "pass", "pwd", "cred", "auth", "dsn", "database_url",
                  "connection", "cookie", "private")   # the alternatives _ASSIGN starts with
 _RUN = re.compile(r"(?<![A-Za-z0-9+/=_\-.])[A-Za-z0-9+/_\-]{%d,}={0,2}(?![A-Za-z0-9+/=_\-])")
@@ -188,13 +220,13 @@ def _has_any(text: str, needles: tuple[str, ...]) -> bool:
 # C speed; ``runs``: the text has a run of _RUN_CHARS of _MIN_RUN or more). A rule whose gate
 # fails cannot match, so it is not tried; when the gate passes the rule runs as always.
 _PLACE_GATES = [
-    lambda t, runs: "//" in t and ":" in t and "@" in t,           # //user:pass@
-    lambda t, runs: "//" in t and "@" in t,                        # //token@
+    lambda t, runs: "@" in t and ":" in t and "//" in t,           # //user:pass@
+    lambda t, runs: "@" in t and "//" in t,                        # //token@
     lambda t, runs: ":" in t or "=" in t,                          # authorization: / =
     lambda t, runs: runs and (" " in t or "\t" in t),              # bearer|token <12+ run>
-    lambda t, runs: "-u" in t and ":" in t,                        # -u / --user name:pass
-    lambda t, runs: "-p" in t,                                     # login ... -p value
-    lambda t, runs: "--" in t,                                     # --name value
+    lambda t, runs: ":" in t and "-u" in t,                        # -u / --user name:pass
+    lambda t, runs: "-" in t and "-p" in t,                        # login ... -p value
+    lambda t, runs: "-" in t and "--" in t,                        # --name value
     lambda t, runs: ":" in t or "=" in t,                          # name = value / name: value
 ]
 
@@ -253,6 +285,44 @@ def _secret_name(name: str) -> bool:
          "PASSWORD", "KEYHELPER")) or "PRIVATEKEY" in flat
 
 
+def _assign_positions(text: str) -> set[int] | None:
+    """Where _ASSIGN can match, found from its separators: for each "=" / ":", the name run
+    before it (past blanks, a quote, a backslash) and the first keyword in that run (the
+    keyword scan would try the same run at each keyword and get the same name and value).
+    None when the keyword scan is the cheaper way (many separators) or the text is not ASCII
+    (case-insensitive matching of a few non-ASCII letters)."""
+    if not text.isascii():
+        return None
+    budget = (len(text) + 1600) // 160       # separators worth judging one by one
+    positions: set[int] = set()
+    skel = None
+    for sep in ("=", ":"):
+        s = text.find(sep)
+        while s >= 0:
+            budget -= 1
+            if budget < 0:
+                return None
+            j = s
+            while j > 0 and text[j - 1] in " \t":
+                j -= 1
+            if j > 0 and text[j - 1] in "\"'":
+                j -= 1
+            if j > 0 and text[j - 1] == "\\":
+                j -= 1
+            if j > 0 and text[j - 1] in _NAME_CHARS:
+                lim = max(0, j - 128)
+                start = j - _NAME_RUN.match(text[lim:j][::-1]).end()
+                if start == lim and lim > 0:       # a longer name: find where it starts
+                    if skel is None:
+                        skel = text.encode("ascii").translate(_NAME_SKELETON)
+                    start = skel.rfind(b" ", 0, j) + 1
+                m = _ASSIGN_START.search(text, start, j)
+                if m is not None:
+                    positions.add(m.start())
+            s = text.find(sep, s + 1)
+    return positions
+
+
 def _placeholder(value: str) -> bool:
     v = value.strip()
     return (not v or v.startswith(("$", _TAG_PREFIX, "<", "%", "{{")) or v in ("***", "...", "xxx")
@@ -302,13 +372,15 @@ class Redactor:
                    name_check: bool = False, low: str | None = None) -> str:
         """Mask the value group of ``pattern`` matched where one of ``needles`` occurs (in the
         lower-cased text): a few substring scans instead of a regex tried at every position."""
-        low = text.lower() if low is None else low
-        positions = set()
-        for needle in needles:
-            pos = low.find(needle)
-            while pos >= 0:
-                positions.add(pos)
-                pos = low.find(needle, pos + 1)
+        positions = _assign_positions(text) if pattern is _ASSIGN else None
+        if positions is None:
+            low = text.lower() if low is None else low
+            positions = set()
+            for needle in needles:
+                pos = low.find(needle)
+                while pos >= 0:
+                    positions.add(pos)
+                    pos = low.find(needle, pos + 1)
         if not positions:
             return text
         out, last = [], 0
@@ -352,13 +424,15 @@ class Redactor:
         return self._on_runs(text, runs, self._run_shapes) if runs else text
 
     def _run_shapes(self, text: str) -> str:
-        # a substring test (C speed) decides whether a rule's regex runs at all
-        present = {n for n in _SHAPE_NEEDLES if n in text}
-        if not present:
-            return text
-        for kind, needles, pattern in _RUN_SHAPE_RULES:
-            if not present.isdisjoint(needles):
-                text = pattern.sub(lambda m, k=kind: self._mask(k, m.group()), text)
+        # substring tests (C speed) on the text as it came decide whether a rule's regex runs
+        # at all: first the rare characters a rule needs (one memchr each), then its needles
+        have = frozenset(c for c in _RARE if c in text)
+        todo = {i for n in _NEEDLES_FOR[have] if n in text for i in _RULES_OF[n]}
+        if "A" in text and _AWS_GATE.search(text) is not None:
+            todo.update(_AWS_RULES)
+        for i in sorted(todo):
+            kind, pattern = _RUN_SHAPE_RULES[i]
+            text = pattern.sub(lambda m, k=kind: self._mask(k, m.group()), text)
         return text
 
     @staticmethod
@@ -407,9 +481,7 @@ class Redactor:
             return self._mask("high_entropy", run)
         return self._run_re.sub(repl, text)
 
-    def _known_values(self, text: str) -> str:
-        if not self.known:
-            return text
+    def _refresh_known(self) -> None:
         if self._known_size != len(self.known):
             forms = set()
             for v in self.known:
@@ -418,7 +490,16 @@ class Redactor:
             self._known_re = re.compile("|".join(map(re.escape, sorted(forms, key=len, reverse=True))))
             self._known_probes = {f[:8] for f in forms}
             self._known_size = len(self.known)
-        if not any(p in text for p in self._known_probes):
+
+    def may_hold_known(self, text: str) -> bool:
+        """False when no value of ``known`` (nor its JSON-escaped form) can occur in ``text``."""
+        if not self.known:
+            return False
+        self._refresh_known()
+        return any(p in text for p in self._known_probes)
+
+    def _known_values(self, text: str) -> str:
+        if not self.may_hold_known(text):
             return text
         return self._known_re.sub(lambda m: self._mask("known_value"), text)
 
@@ -436,11 +517,11 @@ class Redactor:
         for (pattern, kind, needles, name_check), gate in zip(_PLACE_RULES, _PLACE_GATES):
             if not gate(text, runs):
                 continue
-            if low is None:
+            if low is None and pattern is not _ASSIGN:     # _ASSIGN mostly starts at its "="
                 low = text.lower()
             new = self._sub_value(text, pattern, kind, needles, name_check, low)
             if new is not text:
-                text, low, runs = new, new.lower(), _long_runs(new)
+                text, low, runs = new, None, _long_runs(new)
         if "\n" in text and ":" in text:
             if low is None:
                 low = text.lower()
@@ -599,6 +680,7 @@ class Redactor:
                 carry, body = chunk[cut:], chunk[:cut]
             else:
                 body, carry = carry, b""
+            outs = []                   # one write per block
             for raw in body.splitlines(keepends=True):
                 lines += 1
                 text = raw.decode("utf-8", "surrogateescape")
@@ -606,7 +688,7 @@ class Redactor:
                     end = _PEM_END.search(text)
                     if end is None:
                         tail = text[len(text.rstrip("\r\n")):]
-                        dst.write((TAG.format("private_key") + tail).encode())
+                        outs.append((TAG.format("private_key") + tail).encode())
                         continue
                     in_pem = False
                     text = TAG.format("private_key") + text[end.end():]
@@ -616,7 +698,8 @@ class Redactor:
                     in_pem = True
                     tail = out[len(out.rstrip("\r\n")):]
                     out = out[:begin.start()] + self._mask("private_key") + tail
-                dst.write(out.encode("utf-8", "surrogateescape"))
+                outs.append(out.encode("utf-8", "surrogateescape"))
+            dst.write(b"".join(outs))
             if not chunk:
                 break
         return lines
