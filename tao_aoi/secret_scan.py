@@ -1,7 +1,8 @@
 """Run detect-secrets over files and print what it finds (run by the plugin's venv python).
 
 Started by ``tao_aoi/hooks/packaging.py`` as
-``<venv python> -I secret_scan.py BUDGET_S MAX_BYTES FILE...`` on the already redacted copies of a bundle's files (they live in the bundle's private temp folder). Prints one
+``<venv python> -I secret_scan.py BUDGET_S MAX_BYTES FILE...`` on the already redacted copies of
+a bundle's files (they live in the bundle's private temp folder). Prints one
 JSON object: ``{"version": ..., "scanned": [i, ...], "findings": [{"file": i, "line": n,
 "type": t, "value": v}, ...]}``; values travel through the pipe only, to be masked by the
 caller. Files are scanned smallest first with detect-secrets' default plugins and filters
@@ -9,7 +10,9 @@ caller. Files are scanned smallest first with detect-secrets' default plugins an
 commit ids are not credentials) and the public-IP one; a file is started only while the time
 budget lasts and only up to MAX_BYTES, so a huge transcript stays unscanned (``scanned`` says
 which were; the builtin rules have redacted every file already). It lives outside
-``tao_aoi/hooks`` because it needs a third-party package; it imports nothing of tao_aoi: the venv holds the bank's dependencies, not the bank.
+``tao_aoi/hooks`` because it needs a third-party package; it imports nothing of tao_aoi: the
+venv holds the bank's dependencies, not the bank. For a transcript too big to be scanned, the
+packaging hook starts this scan on the other files while it redacts the transcript.
 """
 from __future__ import annotations
 

@@ -16,8 +16,9 @@ specs and the copied plugin files -- by ``redact.Redactor`` (standard library; v
 one file are masked in all). When the plugin's Python environment is ready (the venv the
 session-start hook builds, or ``$TAO_SKILL_BANK_PYTHON``) and holds ``detect-secrets``, its
 ruleset runs over the redacted copies as a second opinion and whatever it still finds is
-masked too; when it is not ready, the built-in rules run in their conservative mode (shorter
-high-entropy runs are masked). ``manifest.json`` records per file how many values each rule
+masked too (it never reads a transcript over 2 MB: for a bigger one it scans the other files
+while the transcript is being redacted); when it is not ready, the built-in rules run in their
+conservative mode (shorter high-entropy runs are masked). ``manifest.json`` records per file how many values each rule
 masked (never a value), and which engines ran. A file that is not UTF-8 text is copied only
 from the plugin root; from the results folder or the project it is skipped.
 
@@ -608,6 +609,13 @@ def package(report: Path, family: str, event: dict) -> list[str]:
     problems = []
     if not manifest["transcript"]["copied"] and manifest["transcript"]["source"]:
         problems.append(f"- {rr.SESSION_FILE} not written: {manifest['transcript']['reason']}.")
+    try:  # the offline results page follows the report and its bundle (standard library only)
+        from tao_aoi import html_index
+
+        html_index.refresh(folder)
+    except Exception as exc:  # noqa: BLE001 - a page must never block packaging
+        problems.append(f"- index.html not rebuilt ({type(exc).__name__}); run "
+                        f"scripts/build_index.py {folder}.")
     return problems
 
 

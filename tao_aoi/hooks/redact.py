@@ -42,7 +42,7 @@ import json
 import math
 import re
 from collections import Counter
-from typing import IO, Iterable
+from typing import IO
 
 TAG = "[REDACTED:{}]"
 _TAG_PREFIX = "[REDACTED"
@@ -698,7 +698,10 @@ class Redactor:
                     in_pem = True
                     tail = out[len(out.rstrip("\r\n")):]
                     out = out[:begin.start()] + self._mask("private_key") + tail
-                outs.append(out.encode("utf-8", "surrogateescape"))
+                if out is text or out == text:
+                    outs.append(raw)                # unchanged: the bytes as they came
+                else:
+                    outs.append(out.encode("utf-8", "surrogateescape"))
             dst.write(b"".join(outs))
             if not chunk:
                 break
