@@ -211,7 +211,6 @@ def sharded(args) -> dict:
             best_d = np.full((len(sample), 0), np.inf)
             best_i = np.zeros((len(sample), 0), np.int64)
             t64 = tgt[sample].astype(np.float64)
-            off = 0
             src = knn.ParquetShards(root / "pool")
             bounds = [(r0, min(src.n_rows, r0 + 200_000)) for r0 in range(0, src.n_rows, 200_000)]
             for (c0, c1), blk in zip(bounds, src.blocks(bounds)):
@@ -264,6 +263,8 @@ def main() -> int:
     gen_s = time.perf_counter() - t0
     rss_data = peak_rss_gb()
 
+    gemm_s, gemm_gflops = sgemm_floor_s(args.targets, args.sources, args.dim, args.topn,
+                                        args.budget_mb * 2**20)
     t0 = time.perf_counter()
     idx, dist = knn.topk(tgt, src, args.topn, "cosine", normalized=True,
                          memory_budget=args.budget_mb * 2**20)
@@ -279,6 +280,8 @@ def main() -> int:
         "dim": args.dim, "topn": args.topn, "budget_mb": args.budget_mb,
         "data_gen_s": round(gen_s, 2), "knn_wall_s": round(knn_s, 2),
         "knn_matmul_gflops": round(2 * args.targets * args.sources * args.dim / knn_s / 1e9, 1),
+        "sgemm_floor_s": round(gemm_s, 2), "sgemm_gflops": round(gemm_gflops, 1),
+        "knn_over_sgemm_floor": round(knn_s / gemm_s, 2), "load_avg_1m": round(os.getloadavg()[0], 2),
         "peak_rss_gb_after_data": round(rss_data, 2), "peak_rss_gb_knn": round(rss_knn, 2),
         "spot_check_targets": int(len(sample)), "spot_check_agreement": agree,
     }

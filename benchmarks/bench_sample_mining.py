@@ -82,7 +82,8 @@ def run(args, sigma: float, rng) -> dict:
         pl = owner >= 0
         noise_z = unit(rng.standard_normal((int(pl.sum()), d))).astype(np.float32)
         for li in range(n_l - 1):
-            sv[pl, li] = unit(noise_z @ rot[li].T + sigma * rng.standard_normal(noise_z.shape).astype(np.float32) / np.sqrt(d))
+            noise = rng.standard_normal(noise_z.shape).astype(np.float32) / np.sqrt(d)
+            sv[pl, li] = unit(noise_z @ rot[li].T + sigma * noise)
     out = {}
     with tempfile.TemporaryDirectory() as wd:
         wd = Path(wd)
@@ -116,7 +117,8 @@ def main() -> int:
     rows = []
     for sigma in map(float, args.sigmas.split(",")):
         res = run(args, sigma, np.random.default_rng(args.seed))
-        rows.append({"scenario": args.scenario, "lightings": args.lightings, "sigma": sigma, **{f"{h}_{k}": v for h, r in res.items() for k, v in r.items()}})
+        flat = {f"{h}_{k}": v for h, r in res.items() for k, v in r.items()}
+        rows.append({"scenario": args.scenario, "lightings": args.lightings, "sigma": sigma, **flat})
         print(json.dumps(rows[-1]))
     return 0
 

@@ -486,7 +486,8 @@ class ParquetShards:
                 blk = out[r0:r0 + 65536]
                 sq = np.einsum("ij,ij->i", blk, blk, dtype=np.float64)
                 if not np.isfinite(sq).all():
-                    raise SourceError(f"{shards[-1] if len(shards) == 1 else ', '.join(map(str, dict.fromkeys(shards)))}: "
+                    where = ", ".join(map(str, dict.fromkeys(shards)))
+                    raise SourceError(f"{where}: "
                                       f"column {self.column!r} holds NaN or infinite values")
                 if self.normalize:
                     norms = np.sqrt(sq)

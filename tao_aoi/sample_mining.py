@@ -19,7 +19,8 @@ Three steps (``scripts/mine_samples.py``):
    side in train-spec order (a missing lighting is a zero slot), so the cosine between two
    samples is the mean of their per-lighting cosines: every lighting votes, lighting 1 is
    compared with lighting 1 only (no cross-lighting terms), at N times the k-NN cost.
-   ``benchmarks/bench_sample_mining.py`` measures the three on planted look-alikes. ``filepath`` is the first lighting's image, so
+   ``benchmarks/bench_sample_mining.py`` measures the three on planted look-alikes.
+   ``filepath`` is the first lighting's image, so
    ``tmm nearest_neighbors`` runs unchanged on two combined parquets (targets and pool)
    and mines samples. Targets (``mining_gaps.parquet`` rows: input_path, object_name)
    combine the same way.
@@ -34,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Sequence
 

@@ -81,7 +81,7 @@ def test_cache_is_per_encoder(tmp_path, tiny_models):  # noqa: F811
     s3 = run(inp, tmp_path / "c.parquet", cache)  # baseline
     assert (s3["embedded"], s3["reused_from_cache"]) == (5, 0)
     assert s3["embedding_cache"] != s1["embedding_cache"]
-    kw["model_path"] = str(tiny_models["CLIP"]); kw["model"] = "CLIP"
+    kw.update(model="CLIP", model_path=str(tiny_models["CLIP"]))
     s4 = run(inp, tmp_path / "d.parquet", cache, **kw)
     assert (s4["embedded"], s4["reused_from_cache"]) == (5, 0)
 

@@ -48,7 +48,9 @@ def test_rca_session_runs_recipe_checks_report_and_packages_redacted_bundle(run_
     for name in ("kpi_gaps.parquet", "threshold.txt", "metrics.json",
                  "weak_samples_breakdown.txt", "RCA_Report.draft.md", "vcn_aoi_spec.yaml"):
         assert (rca / name).is_file(), name
-    assert len(list((rca / "rca_images").glob("*.png"))) == 10
+    # ten 128x128 first-lighting thumbnails, and the overview sheet beside them
+    assert len(list((rca / "rca_images").glob("[0-9][0-9]_*.png"))) == 10
+    assert (rca / "rca_images" / "spot_check_sheet.png").is_file()
     assert_no_feedback(s, 2)  # a clean recipe run draws no complaint from the script check
 
     # a report without the Visual Spot Check section: the hook says so on the next turn
