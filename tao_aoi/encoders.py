@@ -4,8 +4,9 @@
 :class:`Encoder`: ``identity`` (JSON-able dict: model, model_path, dim, and revision /
 config hash when known) and ``encode(list[PIL.Image]) -> float32 (n, dim)``. SigLIP/CLIP
 rows are ``get_image_features`` as is, NOT L2-normalised, because that is what the
-data-services container writes (cosine consumers normalise themselves). For pipelining, ``preprocess(image)`` (thread-safe, runs in the
-decoding workers) and ``encode_arrays(stacked)`` split the same work in two.
+data-services container writes (cosine consumers normalise themselves). For pipelining,
+``preprocess(image)`` (thread-safe, runs in the decoding workers) and
+``encode_arrays(stacked)`` split the same work in two.
 
 Encoders:
 
@@ -22,9 +23,9 @@ Encoders:
   GPU (torch.cuda) when present, else CPU; float32 on both, as the container runs.
   Works with transformers 4.x and 5.x (5.x returns an output object from
   ``get_image_features``; its projected features are taken).
-* ``baseline`` (local runner only, not a container ``model`` value): weight-free and deterministic (16x16 grayscale thumbnail, standardised,
-  + 16-bin per-channel colour histograms), 304-d, unit-length rows. For offline demos and CPU tests only:
-  it is never used in place of a requested SigLIP/CLIP model.
+* ``baseline`` (local runner only, not a container ``model`` value): weight-free and
+  deterministic (16x16 grayscale thumbnail, standardised, + 16-bin per-channel colour
+  histograms), 304-d, unit-length rows. For offline demos and CPU tests only: it is never used in place of a requested SigLIP/CLIP model.
 
 torch / transformers are imported only when a SigLIP/CLIP encoder is loaded.
 """

@@ -65,9 +65,14 @@ def read_ledger(path: str | Path):
     """The ledger as a DataFrame (empty with the ledger columns when the file does not exist)."""
     import pandas as pd
 
+    if not str(path).strip():
+        # Path("") is ".": an empty --ledger must not read the current folder as a dataset
+        raise UsageError("--ledger is empty: give the ledger file (.parquet or .csv)")
     p = Path(path)
     if not p.exists():
         return pd.DataFrame({c: pd.Series(dtype=object) for c in LEDGER_COLUMNS})
+    if not p.is_file():
+        raise UsageError(f"ledger {p} is not a file")
     try:
         df = pd.read_csv(p, dtype=str) if p.suffix.lower() == ".csv" else pd.read_parquet(p)
     except Exception as exc:

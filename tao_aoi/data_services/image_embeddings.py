@@ -48,7 +48,8 @@ import numpy as np
 from tao_aoi.cli import RunFailed, UsageError, one_line
 from tao_aoi.hooks.report_rules import MARK_MISSING_IMAGES
 
-SUMMARY = "Encode every filepath of a parquet into an `embedding` column (raw SigLIP/CLIP image features, as the container writes; or the local-only weight-free baseline)."
+SUMMARY = ("Encode every filepath of a parquet into an `embedding` column (raw SigLIP/CLIP image features, "
+           "as the container writes; or the local-only weight-free baseline).")
 ALIASES: dict[str, str] = {}
 
 PREFETCH_BATCHES = 3

@@ -47,7 +47,8 @@ from tao_aoi.cli import UsageError, one_line
 from tao_aoi.hooks import report_rules as rr
 from tao_aoi.hooks.report_rules import MARK_LABEL_FILTER_NOOP
 
-SUMMARY = "Mine the topn nearest source images of every target embedding, dedupe them and write the unique filepaths plus mining_summary.txt."
+SUMMARY = ("Mine the topn nearest source images of every target embedding, dedupe them and write the "
+           "unique filepaths plus mining_summary.txt.")
 ALIASES: dict[str, str] = {}
 
 SUMMARY_FILE = "mining_summary.txt"
