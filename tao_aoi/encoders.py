@@ -25,7 +25,8 @@ Encoders:
   ``get_image_features``; its projected features are taken).
 * ``baseline`` (local runner only, not a container ``model`` value): weight-free and
   deterministic (16x16 grayscale thumbnail, standardised, + 16-bin per-channel colour
-  histograms), 304-d, unit-length rows. For offline demos and CPU tests only: it is never used in place of a requested SigLIP/CLIP model.
+  histograms), 304-d, unit-length rows. For offline demos and CPU tests only: it is never
+  used in place of a requested SigLIP/CLIP model.
 
 torch / transformers are imported only when a SigLIP/CLIP encoder is loaded.
 """
