@@ -103,15 +103,14 @@ def threshold_curve(scores: np.ndarray, positive: np.ndarray) -> Curve:
     if n == 0:
         raise EmptyInference("no rows")
     n_pos = int(np.count_nonzero(positive))
-    order = np.argsort(scores, kind="stable")
-    s_all = scores[order]
+    s_all = np.sort(scores)  # values only: no index order needed, so numpy's fastest sort
+    s_pos = np.sort(scores[positive])
     last_of_group = np.empty(n, dtype=bool)
     np.not_equal(s_all[1:], s_all[:-1], out=last_of_group[:-1])
     last_of_group[-1] = True
     uniq = s_all[last_of_group]
     above_all = n - 1 - np.flatnonzero(last_of_group)  # rows with score > u
-    pos_sorted = positive[order]
-    above_pos = n_pos - np.cumsum(pos_sorted)[last_of_group]
+    above_pos = n_pos - np.searchsorted(s_pos, uniq, side="right")
     thresholds = np.concatenate(([math.nextafter(float(s_all[0]), -math.inf)], uniq))
     tp = np.concatenate(([n_pos], above_pos)).astype(np.int64)
     fp = np.concatenate(([n - n_pos], above_all - above_pos)).astype(np.int64)
@@ -165,17 +164,28 @@ def weakness(scores: np.ndarray, positive: np.ndarray, threshold: float) -> np.n
     return np.where(positive, threshold - scores, scores - threshold)
 
 
+def _by_weakness(rows: np.ndarray, weak: np.ndarray) -> np.ndarray:
+    """``rows`` in descending weakness, equal weakness in row order (a stable sort's order)."""
+    return rows[np.lexsort((rows, -weak[rows]))]
+
+
 def top_k_rows(weak: np.ndarray, group_codes: np.ndarray, k: int) -> np.ndarray:
-    """Row indices kept: one descending sort by weakness (ties in row order), then the first
-    ``k`` of each group, in that global order."""
-    order = np.argsort(-weak, kind="stable")
-    groups = np.asarray(group_codes)[order]
-    by_group = np.argsort(groups, kind="stable")
-    counts = np.bincount(groups) if groups.size else np.zeros(0, dtype=np.int64)
-    starts = np.repeat(np.cumsum(counts) - counts, counts)
-    rank = np.empty(groups.size, dtype=np.int64)
-    rank[by_group] = np.arange(groups.size) - starts
-    return order[rank < k]
+    """Row indices kept: what one stable descending sort by weakness followed by the first
+    ``k`` of each group gives, in that global order. Computed per group from the k largest
+    (plus ties at the boundary), so millions of rows are never sorted whole."""
+    weak = np.asarray(weak, dtype=np.float64)
+    group_codes = np.asarray(group_codes)
+    kept = []
+    for g in np.flatnonzero(np.bincount(group_codes)) if group_codes.size else []:
+        rows = np.flatnonzero(group_codes == g)
+        if rows.size > k:
+            w = weak[rows]
+            kth = np.partition(w, rows.size - k)[rows.size - k]
+            rows = rows[w >= kth]
+        kept.append(_by_weakness(rows, weak)[:k])
+    if not kept:
+        return np.empty(0, dtype=np.int64)
+    return _by_weakness(np.concatenate(kept), weak)
 
 
 def breakdown_text(threshold: float, top_k: int, n_rows: int, kept_groups: Sequence[str],

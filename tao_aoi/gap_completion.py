@@ -308,7 +308,8 @@ def summary(result: GapResult, results_dir: Path) -> str:
     if p.mode == "pinned" and not p.recall_target_met:
         lines.append(f"note: at the pinned threshold recall is {p.recall:.6f}, below min_recall "
                      f"{p.min_recall} (the container does not check a pinned threshold)")
-    warning = degenerate_warning(metrics(result))
+    warning = degenerate_warning({**tradeoff(result), "confusion_matrix": p.confusion_matrix,
+                                  "far": p.far, "min_recall": p.min_recall})
     if warning:
         lines.append(warning)
     lines.append(result.breakdown.rstrip("\n"))
