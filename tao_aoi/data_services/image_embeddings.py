@@ -286,7 +286,9 @@ def run(cfg: dict) -> int:
     paths = pd.read_parquet(src, columns=["filepath"])["filepath"].tolist()
     n = len(paths)
     cache_dir = str(cfg.get("embedding_cache") or "").strip()
-    content_hash = _flag(cfg.get("embedding_cache_hash", False), "embedding_cache_hash")
+    from tao_aoi.specs import parse_flag
+
+    content_hash = parse_flag(cfg.get("embedding_cache_hash", False), "embedding_cache_hash")
     cache = EmbeddingCache(cache_dir, encoder, content_hash) if cache_dir else None
     unreadable: list[tuple[str, str]] = []
     t0 = time.perf_counter()
@@ -364,17 +366,6 @@ def run(cfg: dict) -> int:
     print(f"reused_from_cache: {reused}" + (f" (cache {cache.folder})" if cache else " (no embedding_cache)"))
     print(f"summary_json: {summary_json_path(out)}")
     return 0
-
-
-def _flag(value, key: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off", "", "none", "null"):
-        return False
-    raise UsageError(f"{key}={value!r}: use true or false")
 
 
 def _write_sidecar(path: Path, unreadable: list[tuple[str, str]]) -> None:

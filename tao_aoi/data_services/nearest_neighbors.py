@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from tao_aoi.cli import UsageError, one_line
+from tao_aoi.specs import parse_flag
 from tao_aoi.hooks import report_rules as rr
 from tao_aoi.hooks.report_rules import MARK_LABEL_FILTER_NOOP
 
@@ -73,18 +74,6 @@ def label_filter_requested(value) -> tuple[bool, str | None]:
         return False, None
     return False, (f"WARNING filter_by_label={value!r} is read as off (the container turns the "
                    f"filter on only for {', '.join(FLAG_ON)}); label filtering is not done")
-
-
-def parse_flag(value, key: str) -> bool:
-    """A local-only boolean key (allow_encoder_mismatch)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off", "", "none", "null"):
-        return False
-    raise UsageError(f"{key}={value!r}: use true or false")
 
 
 def summary_path(output_parquet: str | Path) -> Path:
