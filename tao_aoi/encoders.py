@@ -42,7 +42,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tao_aoi.cli import UsageError
-from tao_aoi.hooks.report_rules import ENCODER_METADATA_KEY
+from tao_aoi.contract import ENCODER_METADATA_KEY
 
 MODELS = ("SigLIP", "CLIP", "baseline")
 TAO_CHECKPOINT_SUFFIXES = (".pth", ".ckpt", ".pt")

@@ -22,7 +22,7 @@ from tao_aoi import gap_analysis as ga
 from tao_aoi.cli import RunFailed, UsageError
 from tao_aoi.contract import (ADDED_GAPS_COLUMNS, BREAKDOWN_FILE, CONTAINER_GAPS_COLUMNS, GAPS_FILE,
                               METRICS_FILE, THRESHOLD_FILE, UNREACHABLE_FILE)
-from tao_aoi.hooks.report_rules import MARK_DEGENERATE, MARK_MISSING_IMAGES, MARK_UNREACHABLE
+from tao_aoi.contract import MARK_DEGENERATE, MARK_MISSING_IMAGES, MARK_UNREACHABLE
 
 
 @dataclass(frozen=True)

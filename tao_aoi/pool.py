@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tao_aoi.cli import UsageError
-from tao_aoi.hooks.report_rules import MARK_MISSING_IMAGES
+from tao_aoi.contract import MARK_MISSING_IMAGES
 
 KEEP = ("filepath", "label")
 _NEAR_MISSES = ("file_path", "path", "filename", "file", "image", "image_path", "img_path")

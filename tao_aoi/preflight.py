@@ -17,7 +17,7 @@ from typing import Sequence
 from tao_aoi import atomic, backend
 from tao_aoi.bank import DATA_SERVICES_IMAGE_KEY, bank_root, resolve_image
 from tao_aoi.cli import UsageError
-from tao_aoi.hooks.report_rules import MARK_BACKEND
+from tao_aoi.contract import MARK_BACKEND
 from tao_aoi.paths import is_within
 
 SHELL_VARS = ("DS", "DS_CMD", "DS_BACKEND", "WORKSPACE", "DS_IMAGE")

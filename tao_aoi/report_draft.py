@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tao_aoi.cli import UsageError
-from tao_aoi.hooks import report_rules as rr
+from tao_aoi import contract as rr
 from tao_aoi.labels import is_pass_label, normalize_label
 from tao_aoi.parquet_tools import SAMPLE_KEYS, dedupe_first_lighting, read_parquet, sort_by_weakness
 from tao_aoi.spot_check import label_cell

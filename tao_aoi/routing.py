@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tao_aoi.cli import UsageError
-from tao_aoi.hooks.report_rules import MARK_DROPPED_LABELS, ROUTING_ARTIFACTS
+from tao_aoi.contract import MARK_DROPPED_LABELS, ROUTING_ARTIFACTS
 from tao_aoi.labels import normalize_label
 from tao_aoi.parquet_tools import SAMPLE_KEYS
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tao_aoi.cli import UsageError
-from tao_aoi.hooks import report_rules as rr
+from tao_aoi import contract as rr
 from tao_aoi.labels import is_pass_label, normalize_label
 from tao_aoi.parquet_tools import (dedupe_first_lighting, lighting_of, read_lightings,
                                    read_parquet, square_thumbnail)

@@ -176,3 +176,17 @@ def test_icon_is_a_square_png_within_limits():
     with Image.open(icon) as img:
         assert img.format == "PNG" and img.width == img.height and 512 <= img.width <= 2048
     assert icon.stat().st_size < 2 * 1024 * 1024
+
+
+def test_only_hooks_import_the_hooks_package():
+    """Shared names live in tao_aoi/contract.py; the hooks package is the hooks' own."""
+    import re
+
+    offenders = []
+    for path in (REPO / "tao_aoi").rglob("*.py"):
+        if "hooks" in path.relative_to(REPO / "tao_aoi").parts:
+            continue
+        text = path.read_text(encoding="utf-8")
+        if re.search(r"^\s*(from tao_aoi\.hooks|import tao_aoi\.hooks|from tao_aoi import hooks)", text, re.M):
+            offenders.append(str(path.relative_to(REPO)))
+    assert offenders == []

@@ -14,7 +14,7 @@ from typing import Sequence
 from tao_aoi import specs
 from tao_aoi.cli import UsageError
 from tao_aoi.data_services import registry
-from tao_aoi.hooks.report_rules import MARK_BACKEND
+from tao_aoi.contract import MARK_BACKEND
 
 PROG = "data_services.py"
 WRITE_SPEC_PROG = "write_spec.py"

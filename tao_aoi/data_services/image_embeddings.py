@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from tao_aoi.cli import RunFailed, UsageError, one_line
-from tao_aoi.hooks.report_rules import MARK_MISSING_IMAGES
+from tao_aoi.contract import MARK_MISSING_IMAGES
 
 SUMMARY = ("Encode every filepath of a parquet into an `embedding` column (raw SigLIP/CLIP image features, "
            "as the container writes; or the local-only weight-free baseline).")

@@ -45,8 +45,8 @@ import numpy as np
 
 from tao_aoi.cli import UsageError, one_line
 from tao_aoi.specs import parse_flag
-from tao_aoi.hooks import report_rules as rr
-from tao_aoi.hooks.report_rules import MARK_LABEL_FILTER_NOOP
+from tao_aoi import contract as rr
+from tao_aoi.contract import MARK_LABEL_FILTER_NOOP
 
 SUMMARY = ("Mine the topn nearest source images of every target embedding, dedupe them and write the "
            "unique filepaths plus mining_summary.txt.")

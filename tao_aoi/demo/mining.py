@@ -29,7 +29,7 @@ import numpy as np
 
 from tao_aoi.cli import RunFailed
 from tao_aoi.demo.rca import check_script_output, extract_recipe
-from tao_aoi.hooks import report_rules as rr
+from tao_aoi import contract as rr
 from tao_aoi.labels import normalize_label
 from tao_aoi.parquet_tools import SAMPLE_KEYS
 

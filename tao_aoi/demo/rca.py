@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tao_aoi.cli import RunFailed
 from tao_aoi.demo import DemoContext
-from tao_aoi.hooks import report_rules as rr
+from tao_aoi import contract as rr
 from tao_aoi.labels import is_pass_label
 from tao_aoi.skill_docs import bash_blocks
 
