@@ -46,6 +46,11 @@ class GapResult:
     def n_lightings(self) -> int:
         return len(self.inputs.lightings)
 
+    @property
+    def misclassified(self) -> np.ndarray:
+        """Every row: on the wrong side of the threshold by the prediction rule."""
+        return (self.inputs.scores > self.point.threshold) != self.positive
+
 
 def _groups(inputs) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Per row: normalised-label code, the names, and whether the row is NO_PASS."""
@@ -140,7 +145,7 @@ def image_coverage(inputs) -> dict:
             "suggested_root": _suggest_root(inputs, np.asarray(incomplete)) if mostly else None}
 
 
-def with_missing_images(result: GapResult) -> GapResult:
+def with_image_checks(result: GapResult) -> GapResult:
     return replace(result, missing_images=_missing(result.filepaths),
                    image_coverage=image_coverage(result.inputs))
 
@@ -173,8 +178,7 @@ def gaps_table(result: GapResult, container=None):
             cols = {k: pa.nulls(0) for k in cols}
     else:
         cols = {k: container.column(k) for k in CONTAINER_GAPS_COLUMNS}
-    positive = np.array([g != "PASS" for g in result.group_names], dtype=bool)
-    wrong = (inputs.scores[rep] > result.point.threshold) != positive[result.group_codes[rep]]
+    wrong = result.misclassified[rep]
     lightings = [light for _ in range(result.kept.size) for light in inputs.lightings]
     cols["input_path"] = pa.array(np.repeat(inputs.text("input_path", result.kept), n_l).tolist()
                                   if rep.size else [], pa.string())
@@ -195,10 +199,7 @@ def _json_float(value: float) -> float | None:
 
 def metrics(result: GapResult) -> dict:
     inputs, p = result.inputs, result.point
-    wrong = np.zeros(inputs.n_rows, dtype=bool)
-    positive = np.array([g != "PASS" for g in result.group_names], dtype=bool)
-    if inputs.n_rows:
-        wrong = (inputs.scores > p.threshold) != positive[result.group_codes]
+    wrong = result.misclassified
     return {
         "threshold": p.threshold,
         "threshold_mode": p.mode,
@@ -437,7 +438,7 @@ def complete(cfg: dict, images_optional: bool = False) -> int:
     if missing:
         raise _drift(f"{GAPS_FILE} lacks column(s) {', '.join(missing)}")
     _check_rows(result, table)
-    result = with_missing_images(_map_container_rows(result, table))
+    result = with_image_checks(_map_container_rows(result, table))
     new_table = gaps_table(result, container=table)
     with atomic.atomic_paths(gaps_path, results_dir / METRICS_FILE) as (tmp_g, tmp_m):
         pq.write_table(new_table, tmp_g)

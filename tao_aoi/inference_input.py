@@ -61,14 +61,13 @@ def prepare(infer_dir: Path, results_dir: Path) -> tuple[Path, str]:
     renamed to ``siamese_score`` when TensorRT named it so."""
     from tao_aoi import atomic
 
+    from tao_aoi.data_services.gap_analysis_vcn_aoi import score_column
+
     src = infer_dir / CSV_NAME
     cols = header(src)
-    found = [c for c in ("siamese_score", "output_score") if c in cols]
-    if len(found) == 2:
-        raise UsageError(f"{src} has both siamese_score and output_score: keep the one column "
-                         f"that holds the model's score")
-    if found != ["output_score"]:
-        return infer_dir, found[0] if found else "siamese_score"
+    score = score_column(cols, src)
+    if score != "output_score":
+        return infer_dir, score
     dest = results_dir / PREPARED_DIR / CSV_NAME
     with open(src, "rb") as fh:
         first = fh.readline()

@@ -104,17 +104,14 @@ def score_column(names: list[str], path: Path) -> str:
     if len(found) > 1:
         raise UsageError(f"{path} has both {' and '.join(found)}: keep the one column that holds "
                          f"the model's score")
-    if found == ["output_score"]:
-        print(f"notice: {path.name} names the score output_score (TensorRT inference); it is read "
-              f"as siamese_score", file=sys.stderr)
     return found[0] if found else "siamese_score"
 
 
 def _check_columns(df, path: Path, score: str) -> None:
     names = [str(c) for c in df.columns]
-    dupes = sorted({c for c in names if c.split(".")[0] in REQUIRED_COLUMNS and "." in c})
-    missing = [score if c == "siamese_score" else c for c in REQUIRED_COLUMNS
-               if (score if c == "siamese_score" else c) not in names]
+    required = [score if c == "siamese_score" else c for c in REQUIRED_COLUMNS]
+    dupes = sorted({c for c in names if c.split(".")[0] in required and "." in c})
+    missing = [c for c in required if c not in names]
     if missing:
         spaced = [c for c in names if c.strip() in missing]
         hint = (f"; column name(s) {', '.join(repr(c) for c in spaced)} carry spaces the container "
@@ -156,6 +153,9 @@ def read_inference(path: Path):
 
     df = _read_csv(path)
     score = score_column([str(c) for c in df.columns], path)
+    if score == "output_score":
+        print(f"notice: {path.name} names the score output_score (TensorRT inference); it is read "
+              f"as siamese_score", file=sys.stderr)
     _check_columns(df, path, score)
     scores = _scores(df, path, score)
     for column in ("label", "input_path", "object_name"):
@@ -271,7 +271,7 @@ def run(cfg: dict) -> int:
         print(f"ValueError: {exc}")  # the container's text, so agents and hooks read one thing
         gap_completion.write_unreachable(inputs, results_dir)
         raise RunFailed(f"{exc} See {results_dir / UNREACHABLE_FILE}") from None
-    result = gap_completion.with_missing_images(result)
+    result = gap_completion.with_image_checks(result)
     write(result, results_dir)
     print(gap_completion.summary(result, results_dir))
     sys.stdout.flush()
