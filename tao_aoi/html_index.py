@@ -35,6 +35,8 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 from urllib.parse import quote, unquote, urlsplit
 
+from tao_aoi.paths import is_within
+
 INDEX_NAME = "index.html"
 KINDS = ("rca", "routing", "mining")
 TITLES = {"rca": "Gap analysis (RCA)", "routing": "Routing", "mining": "Mining"}
@@ -89,7 +91,7 @@ class Folder:
             real = p.resolve(strict=True)
         except (OSError, RuntimeError):
             return None
-        if real != self.real and self.real not in real.parents:
+        if not is_within(real, self.real):
             return None
         return real
 

@@ -49,17 +49,18 @@ import numpy as np
 
 from tao_aoi import gap_analysis as ga
 from tao_aoi.cli import UsageError, one_line
-from tao_aoi.contract import BREAKDOWN_FILE, GAPS_FILE, METRICS_FILE, UNREACHABLE_FILE
+from tao_aoi.contract import (BREAKDOWN_FILE, GAPS_FILE, METRICS_FILE, RCA_ITERATION_JSON,
+                              RCA_ITERATION_SECTION, ROUTING_ARTIFACTS, UNREACHABLE_FILE)
 from tao_aoi.labels import normalize_label
 
-JSON_NAME = "iteration_compare.json"
+JSON_NAME = RCA_ITERATION_JSON
 MD_NAME = "iteration_compare.md"
 PLOT_NAME = "iteration_compare.png"
 ONLY_IN_ONE_NAME = "iteration_only_in_one.csv"
 OUTPUT_NAMES = (JSON_NAME, MD_NAME, PLOT_NAME, ONLY_IN_ONE_NAME)
-SECTION_TITLE = "Change Since Last Iteration"
+SECTION_TITLE = RCA_ITERATION_SECTION
 ROUTING_DIR = "routing_results"
-MINING_GAPS = "mining_gaps.parquet"
+MINING_GAPS = ROUTING_ARTIFACTS[0]
 KEYS = ("input_path", "object_name")
 METRIC_KEYS = ("threshold", "recall", "far", "f1", "precision")
 MD_LIST_ROWS = 10  # rows of each sample list shown in the Markdown (the JSON has them all)

@@ -83,7 +83,7 @@ def _merge(best_s: np.ndarray, best_i: np.ndarray, new_s: np.ndarray, new_i: np.
     return np.take_along_axis(s, order, axis=1), np.take_along_axis(i, order, axis=1)
 
 
-def _select_rows(scores: np.ndarray, k: int, col_offset: int) -> tuple[np.ndarray, np.ndarray]:
+def _select_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Deterministic top-k (largest score, then lowest column) of each row; cols > k."""
     m = scores.shape[1]
     part = np.argpartition(scores, m - k, axis=1)[:, m - k:]
@@ -97,7 +97,7 @@ def _select_rows(scores: np.ndarray, k: int, col_offset: int) -> tuple[np.ndarra
         order = np.lexsort((cols, -row[cols]))[:k]
         part[r] = cols[order]
         sel_s[r] = row[cols[order]]
-    return sel_s, part.astype(np.int64) + col_offset
+    return sel_s, part.astype(np.int64)
 
 
 def topk(targets: np.ndarray, sources: np.ndarray, k: int, metric: str = "cosine", *,
@@ -318,7 +318,7 @@ def _search_block(tgt, sblk, c0, gidx, metric, col_adjust, best_s, best_i, kk, t
             step = max(1, (memory_budget // 3) // max(1, nc * 12))
             for h0 in range(0, heavy.size, step):
                 rows = heavy[h0:h0 + step]
-                ns, ni = _select_rows(scores[rows], kk, 0)
+                ns, ni = _select_rows(scores[rows], kk)
                 ni = glob(ni)
                 g = rows + r0
                 best_s[g], best_i[g] = _merge(best_s[g], best_i[g], ns, ni, kk)
@@ -337,7 +337,7 @@ def _search_block(tgt, sblk, c0, gidx, metric, col_adjust, best_s, best_i, kk, t
             ns[rr, pos] = scores[rows[rr], cc]
             ni[rr, pos] = glob(cc)
             if select:  # every row has more than kk real candidates
-                ns, sel = _select_rows(ns, kk, 0)
+                ns, sel = _select_rows(ns, kk)
                 ni = np.take_along_axis(ni, sel, axis=1)
             g = rows + r0
             best_s[g], best_i[g] = _merge(best_s[g], best_i[g], ns, ni, kk)

@@ -25,11 +25,6 @@ def is_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
     return path == root or root in path.parents
 
 
-def real_within(path: str | os.PathLike, root: str | os.PathLike) -> bool:
-    """True when ``path``, every link along it resolved, lies inside ``root`` (also resolved)."""
-    return is_within(os.path.realpath(path), os.path.realpath(root))
-
-
 def resolve_within(path: str | os.PathLike, root: str | os.PathLike, what: str = "path") -> Path:
     """``path`` with every symlink resolved; :class:`PathEscape` when that leaves ``root``."""
     real = os.path.realpath(path)

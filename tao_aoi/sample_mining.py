@@ -43,7 +43,7 @@ import numpy as np
 from tao_aoi.cli import UsageError, one_line
 
 PROG = "mine_samples.py"
-SAMPLE_KEYS = ("input_path", "object_name")
+from tao_aoi.parquet_tools import SAMPLE_KEYS  # noqa: E402  (one definition of a sample)
 DATASET_COLUMNS = ("input_path", "golden_path", "label", "object_name")
 COMBINE_METADATA_KEY = "tao_aoi.sample_combine"
 COMBINE = ("concat", "mean", "first")
@@ -141,7 +141,6 @@ def combine(emb_parquet, lightings: Sequence[str], image_ext: str, how: str = "c
     df["_rank"] = [rank.get(x, len(rank)) if x is not None else len(rank) + 1 for x in light]
     df["_row"] = np.arange(len(df))
     key = df["input_path"].astype(str) + "\0" + df["object_name"].astype(str)
-    df["_key"] = key
     # sample order = first appearance; inside a sample, lighting order
     first_seen = pd.factorize(key)[0]
     df["_sample"] = first_seen
@@ -225,16 +224,13 @@ def mined_dataset(mined_parquet, samples_parquet, check_exists: bool = False,
     return out, stats
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UsageError(message)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from tao_aoi import atomic
 
-    ap = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    from tao_aoi.cli import OneLineParser
+
+    ap = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     e = sub.add_parser("expand", help="dataset CSV -> per-lighting pool parquet")
     e.add_argument("csv")
     e.add_argument("--train-spec", required=True)

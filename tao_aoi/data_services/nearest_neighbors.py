@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from tao_aoi.cli import UsageError, one_line
+from tao_aoi.labels import normalize_label
 from tao_aoi.specs import parse_flag
 from tao_aoi import contract as rr
 from tao_aoi.contract import MARK_LABEL_FILTER_NOOP
@@ -245,7 +246,7 @@ def _filter_pairs(idx, dist, labels: tuple | None, threshold: float):
     keep = np.ones(d.size, bool)
     mismatches = 0
     if labels is not None:
-        src_key, tgt_key = (np.asarray([str(v).strip().upper() for v in lab], dtype=object)
+        src_key, tgt_key = (np.asarray([normalize_label(v) for v in lab], dtype=object)
                             for lab in labels)
         keep = src_key[s_idx] == tgt_key[t_idx]
         mismatches = int((~keep).sum())
@@ -320,15 +321,16 @@ def run(cfg: dict) -> int:
     if topn > n_s:
         raise UsageError(f"topn={topn} exceeds the {n_s} source embeddings in {src}; the container "
                          f"fails on this too -- lower topn or grow the pool")
-    exclude = None
+    exclude, n_excluded = None, 0
     if exclude_src:
         import os
 
         keys = src_ids["filepath"].map(lambda v: os.path.normpath(str(v)))
         exclude = keys.isin(excluded_paths).to_numpy()
-        if topn > n_s - int(exclude.sum()):
-            raise UsageError(f"topn={topn} exceeds the {n_s - int(exclude.sum())} source embeddings "
-                             f"left after excluding {int(exclude.sum())} listed in {exclude_src}; "
+        n_excluded = int(exclude.sum())
+        if topn > n_s - n_excluded:
+            raise UsageError(f"topn={topn} exceeds the {n_s - n_excluded} source embeddings "
+                             f"left after excluding {n_excluded} listed in {exclude_src}; "
                              f"lower topn or grow the pool")
     src_identity = _source_identity(src)
     check, warnings = _check_encoders(src_identity, read_encoder_identity(tgt),
@@ -369,7 +371,7 @@ def run(cfg: dict) -> int:
         meta = {MINING_METADATA_KEY.encode(): json.dumps({
                     "topn": topn, "knn_metric": metric, "filter_by_label": label_filter,
                     "distance_threshold": threshold, "source_parquet": str(src),
-                    **({"exclude_parquet": exclude_src, "excluded_sources": int(exclude.sum())}
+                    **({"exclude_parquet": exclude_src, "excluded_sources": n_excluded}
                        if exclude_src else {}),
                     "target_parquet": str(tgt)}).encode()}
         if src_identity:
@@ -400,13 +402,13 @@ def run(cfg: dict) -> int:
                                          if src.is_dir() else ""),
             f"  Encoder: {describe(src_identity)} ({check})",
         ]
-        searched = n_s - (int(exclude.sum()) if exclude_src else 0)
+        searched = n_s - n_excluded
         lines.append(f"  Selectivity: {unique} unique mined of {searched} searched sources "
                      f"({100.0 * unique / searched:.1f}%)")
         if exclude_src:
-            lines.append(f"  Excluded before search: {int(exclude.sum())} of {n_s} sources "
+            lines.append(f"  Excluded before search: {n_excluded} of {n_s} sources "
                          f"listed in {exclude_src} ({len(excluded_paths)} filepaths listed); "
-                         f"searched {n_s - int(exclude.sum())}")
+                         f"searched {n_s - n_excluded}")
         if threshold >= 0:
             lines.append(f"  Distance filtering: kept {after_label - dropped_far}/{after_label} "
                          f"pairs, dropped {dropped_far} exceeding threshold {threshold:.4f}")
@@ -429,7 +431,7 @@ def _per_label_lines(t_idx, table, target_labels) -> list[str]:
     so a starved label shows."""
     import pandas as pd
 
-    key = pd.Series([str(v).strip().upper() for v in target_labels], dtype=object)
+    key = pd.Series([normalize_label(v) for v in target_labels], dtype=object)
     pairs = key.iloc[t_idx].value_counts()
     lines = ["  Per target label: label | targets | pairs kept"]
     for lab, n in sorted(key.value_counts().items()):

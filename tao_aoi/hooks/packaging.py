@@ -62,7 +62,7 @@ from pathlib import Path
 
 from ..paths import PathEscape, is_within, open_regular_within, read_bytes_within
 from . import report_rules as rr
-from .common import plugin_manifest
+from .common import env_on, plugin_manifest
 from .redact import TAG, Redactor
 
 _PLUGIN_FILES = ("versions.yaml", ".claude-plugin/plugin.json", "hooks/hooks.json")
@@ -284,7 +284,7 @@ def environment_python(root: Path) -> tuple[str | None, str]:
     from ..backend import PYTHON_ENV
     from . import venv
 
-    if os.environ.get(DETECT_SECRETS_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if not env_on(DETECT_SECRETS_ENV):
         return None, f"disabled ({DETECT_SECRETS_ENV}=0)"
     given = os.environ.get(PYTHON_ENV, "").strip()
     from .common import data_dir

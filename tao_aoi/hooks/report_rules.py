@@ -4,4 +4,3 @@ fact); this module keeps the hooks' own import path. Standard library only.
 from __future__ import annotations
 
 from tao_aoi.contract import *  # noqa: F401,F403
-from tao_aoi.contract import count_words  # noqa: F401

@@ -49,8 +49,8 @@ _TRACEBACK = "Traceback (most recent call last):"
 _STDOUT_REDIRECT = re.compile(r"(?:^|[\s;|(])(?:1|&)?>>?\s*(?!&)[^\s&]")
 _MAX_LINE = 300
 # The image's entrypoint ends every run with this line (exit 1 on FAIL).
-_STATUS = re.compile(r"^Execution status: (PASS|FAIL)\s*$", re.M)
-_UNREACHABLE = re.compile(r"No threshold achieves (\S+?)% recall on the NO_PASS class\.")
+_STATUS = re.compile(r"^Execution status: (PASS|FAIL)\s*$", re.M)  # contract.EXECUTION_PASS/FAIL
+_UNREACHABLE = re.compile(re.escape(rr.UNREACHABLE_TEXT) + r" (\S+?)% recall on the NO_PASS class\.")
 _EMPTY_CSV = re.compile(r"Inference CSV at (.+?) contains no rows\.")
 _NO_CSV = re.compile(r"Expected inference CSV at (.+?)\s*$", re.M)
 _NO_SPEC_ARG = re.compile(r"requires the following argument: -e/--experiment_spec_file")
@@ -212,7 +212,7 @@ def _container_errors(out: str, command: str, is_docker: bool) -> list[str]:
     """Bullets for the error texts of NVIDIA's data-services code (container or oracle)."""
     bullets: list[str] = []
     m = _UNREACHABLE.search(out)
-    if m and rr.MARK_UNREACHABLE not in out and "unreachable_kpi.txt" not in out:
+    if m and rr.MARK_UNREACHABLE not in out and rr.RCA_UNREACHABLE_FILE not in out:
         bullets.append(f"`{_short(m.group(0))}` -- the recall target ({m.group(1)}%) is "
                        "unreachable: that is a result, not a crash. Follow the unreachable branch: "
                        "run the completion step now (it writes unreachable_kpi.txt), skip the "
