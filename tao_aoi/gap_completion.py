@@ -14,7 +14,7 @@ import json
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -290,11 +290,11 @@ def unreachable_text(inputs) -> str:
 
 def write_unreachable(inputs, results_dir: Path) -> None:
     from tao_aoi import atomic
-    from tao_aoi.data_services.gap_analysis_vcn_aoi import clear_stale
+    from tao_aoi.data_services.gap_analysis_vcn_aoi import superseded
 
-    results_dir.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(results_dir / UNREACHABLE_FILE, unreachable_text(inputs))
-    clear_stale(results_dir, keep=(UNREACHABLE_FILE,))
+    with atomic.atomic_paths(results_dir / UNREACHABLE_FILE,
+                             remove=superseded(results_dir, (UNREACHABLE_FILE,))) as (tmp,):
+        tmp.write_text(unreachable_text(inputs), encoding="utf-8")
 
 
 def summary(result: GapResult, results_dir: Path) -> str:
@@ -403,15 +403,17 @@ def _map_container_rows(result: GapResult, table) -> GapResult:
     return replace(result, kept=kept, filepaths=theirs, labels=labels)
 
 
-def complete(cfg: dict, images_optional: bool = False) -> int:
+def complete(cfg: Mapping, images_optional: bool = False) -> int:
     """After ``"$DS" gap_analysis vcn_aoi`` on either backend: cross-check, then add ours."""
     import pyarrow.parquet as pq
 
     from tao_aoi import atomic
     from tao_aoi.data_services import gap_analysis_vcn_aoi as action
 
+    cfg = action.config(cfg)
     inputs = action.load(cfg)
-    results_dir = Path(cfg["results_dir"])
+    results_dir = Path(cfg.results_dir)
+    atomic.settle(results_dir)  # a set a killed run committed is finished before it is read
     try:
         result = compute(inputs)
     except ga.UnreachableKPI as exc:

@@ -23,15 +23,13 @@ mined parquet may come from the container or the local runner (only ``filepath``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
-import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from tao_aoi.cli import UsageError, one_line
 
@@ -88,33 +86,11 @@ def lock_path(path: str | Path) -> Path:
     return p.with_name(f".{p.name}.lock")
 
 
-@contextlib.contextmanager
-def ledger_lock(path: str | Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+def ledger_lock(path: str | Path, timeout: float = LOCK_TIMEOUT_S):
     """Hold the ledger's exclusive lock (``fcntl.flock`` on the sidecar lock file)."""
-    import fcntl
+    from tao_aoi import locks
 
-    lock = lock_path(path)
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
-    try:
-        deadline = time.monotonic() + timeout
-        delay = 0.005
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise UsageError(f"ledger {path} is locked by another writer for more than "
-                                     f"{timeout:.0f}s (lock file {lock}); try again") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    return locks.exclusive(lock_path(path), timeout, f"ledger {path}")
 
 
 def write_ledger(df, path: str | Path) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from tao_aoi import atomic
 from tao_aoi.cli import UsageError
 from tao_aoi.contract import MARK_DROPPED_LABELS, ROUTING_ARTIFACTS
 from tao_aoi.labels import normalize_label
@@ -237,9 +238,7 @@ def write_outputs(out_dir: Path, mining, anomalygen, summary: str) -> None:
     """Write the three artifacts all-or-nothing: every temp file is complete before any rename."""
     import pyarrow.parquet as pq
 
-    from tao_aoi.atomic import atomic_paths
-
-    with atomic_paths(out_dir / MINING_FILE, out_dir / ANOMALYGEN_FILE,
+    with atomic.atomic_paths(out_dir / MINING_FILE, out_dir / ANOMALYGEN_FILE,
                       out_dir / SUMMARY_FILE) as (tmp_m, tmp_a, tmp_s):
         pq.write_table(mining, tmp_m)
         pq.write_table(anomalygen, tmp_a)
@@ -293,6 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"--out exists and is not a folder: {out_dir}")
         labels = parse_label_set(args.anomalygen_labels)
         gaps_path = args.gaps.resolve()
+        atomic.settle(gaps_path.parent)  # finish a gap-analysis set a killed run committed
         gaps = read_table(gaps_path, "gaps file")
         pool_path = None
         pool_labels = None

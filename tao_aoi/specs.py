@@ -17,6 +17,9 @@ import json
 import os
 import re
 import sys
+import dataclasses
+import functools
+from collections.abc import Mapping as MappingABC
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -228,10 +231,50 @@ def _range_text(prop: Mapping) -> str:
     return f"must be in {lo}, {hi}"
 
 
+_PY_TYPES = {"string": str, "number": float, "integer": int, "boolean": bool,
+             "null": type(None), "object": dict, "array": list}
+
+
+class ActionConfig(MappingABC):
+    """Base of the frozen per-action configs :func:`config_class` builds from a schema.
+
+    Attributes are the schema's keys (``cfg.top_k_per_label``); it is also a read-only mapping
+    (``cfg["top_k_per_label"]``, ``dict(cfg)``) so a config dumps to the spec YAML it came from.
+    """
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
+
+
+@functools.lru_cache(maxsize=None)
+def config_class(category: str, action: str) -> type[ActionConfig]:
+    """A frozen dataclass with one field per schema key, typed and ordered as the schema says.
+
+    Built once per action from the schema, so the defaults and ranges live only there: a value
+    reaches the dataclass only through :func:`resolve`, after the schema validated it."""
+    fields = []
+    for key, prop in load_schema(category, action).get("properties", {}).items():
+        kinds = [_PY_TYPES.get(n, object) for n in _type_names(prop)] or [object]
+        annotation = functools.reduce(lambda a, b: a | b, kinds)
+        fields.append((key, annotation))
+    name = "".join(part.title() for part in f"{category}_{action}".split("_")) + "Config"
+    cls = dataclasses.make_dataclass(name, fields, bases=(ActionConfig,), frozen=True)
+    cls.__module__ = __name__
+    return cls
+
+
 def resolve(category: str, action: str, spec_path: str | os.PathLike | None,
             overrides: Iterable[str] = (), aliases: Mapping[str, str] | None = None,
-            allow_missing: bool = False) -> dict:
-    """Defaults <- spec file <- overrides, aliases renamed, validated. Returns a plain dict.
+            allow_missing: bool = False) -> ActionConfig:
+    """Defaults <- spec file <- overrides, aliases renamed, validated; the action's frozen config.
 
     ``allow_missing`` keeps ``???`` values instead of failing (used by ``--cfg=job``).
     """
@@ -244,7 +287,20 @@ def resolve(category: str, action: str, spec_path: str | os.PathLike | None,
     merged.update(_given(values, raw, schema, aliases, "the overrides"))
     merged = _resolve_interpolations(merged)
     validate(merged, schema, allow_missing=allow_missing)
-    return merged
+    return config_class(category, action)(**merged)
+
+
+def make_config(category: str, action: str, values: Mapping) -> ActionConfig:
+    """The action's frozen config from an already resolved config or a plain mapping (a test, a
+    caller in Python): schema defaults filled in, validated exactly as :func:`resolve` does."""
+    cls = config_class(category, action)
+    if isinstance(values, cls):
+        return values
+    schema = load_schema(category, action)
+    merged = schema_defaults(schema)
+    merged.update(_given(values, None, schema, {}, "the config"))
+    validate(merged, schema)
+    return cls(**merged)
 
 
 def dump_yaml(values: Mapping) -> str:

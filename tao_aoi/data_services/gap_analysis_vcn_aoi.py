@@ -13,15 +13,18 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
-from tao_aoi import atomic
+from tao_aoi import atomic, specs
 from tao_aoi.cli import RunFailed, UsageError, one_line
 from tao_aoi.contract import (BREAKDOWN_FILE, GAPS_FILE, METRICS_FILE, THRESHOLD_FILE,
                               UNREACHABLE_FILE)
 from tao_aoi.yaml_files import load_mapping
+
+# Every file a gap-analysis run may leave in results_dir: one run's set replaces another's whole.
+RUN_ARTIFACTS = (GAPS_FILE, BREAKDOWN_FILE, THRESHOLD_FILE, METRICS_FILE, UNREACHABLE_FILE)
 
 SUMMARY = ("threshold sweep (best F1 at min_recall), signed weakness, top-K weakest per label, "
            "per-lighting expansion -> kpi_gaps.parquet, weak_samples_breakdown.txt, threshold.txt "
@@ -205,37 +208,41 @@ def read_train_config(path_text: str) -> tuple[list[str], str]:
     return lightings, ext
 
 
-def _options(cfg: dict) -> tuple[float, int, float | None]:
-    min_recall, top_k, threshold = cfg["min_recall"], cfg["top_k_per_label"], cfg["threshold"]
-    for key, value in (("min_recall", min_recall), ("threshold", threshold)):
-        if not math.isfinite(float(value)):
-            raise UsageError(f"{key} must be a finite number, got {value!r}")
-    return float(min_recall), int(top_k), (float(threshold) if threshold >= 0 else None)
+def config(cfg: Mapping) -> specs.ActionConfig:
+    return specs.make_config("gap_analysis", "vcn_aoi", cfg)
 
 
-def load(cfg: dict) -> GapInputs:
+def _options(cfg: specs.ActionConfig) -> tuple[float, int, float | None]:
+    # jsonschema lets NaN and inf through its ranges (comparisons with NaN are false)
+    for key in ("min_recall", "threshold"):
+        if not math.isfinite(cfg[key]):
+            raise UsageError(f"{key} must be a finite number, got {cfg[key]!r}")
+    return cfg.min_recall, cfg.top_k_per_label, (cfg.threshold if cfg.threshold >= 0 else None)
+
+
+def load(cfg: Mapping) -> GapInputs:
     """Validate every input before anything is written; UsageError names the first problem."""
+    cfg = config(cfg)
     min_recall, top_k, pinned = _options(cfg)
-    out = Path(cfg["results_dir"])
+    out = Path(cfg.results_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"results_dir={out} exists and is not a directory")
-    path = csv_path(cfg["inference_results_dir"])
-    lightings, image_ext = read_train_config(cfg["train_config"])
+    path = csv_path(cfg.inference_results_dir)
+    lightings, image_ext = read_train_config(cfg.train_config)
     df, scores, codes, values = read_inference(path)
     if scores.size == 0 and pinned is None:
         raise UsageError(f"{path} has a header and no rows (the container: 'Inference CSV at {path} "
                          f"contains no rows.')")
     return GapInputs(path, df, scores, codes, values, lightings, image_ext,
-                     str(cfg["kpi_media_path"]), min_recall, top_k, pinned)
+                     cfg.kpi_media_path, min_recall, top_k, pinned)
 
 
 # ----------------------------------------------------------------------------- write
 
-def clear_stale(results_dir: Path, keep: tuple[str, ...] = ()) -> None:
-    for name in (GAPS_FILE, BREAKDOWN_FILE, THRESHOLD_FILE, METRICS_FILE, UNREACHABLE_FILE):
-        p = results_dir / name
-        if name not in keep and p.is_file() and not p.is_symlink():
-            p.unlink()
+def superseded(results_dir: Path, keep: tuple[str, ...]) -> list[Path]:
+    """Artifacts of an earlier run that the new set does not rewrite: removed in the same commit,
+    so a pinned-threshold run never sits beside an old threshold.txt."""
+    return [results_dir / name for name in RUN_ARTIFACTS if name not in keep]
 
 
 def write(result, results_dir: Path) -> None:
@@ -249,22 +256,23 @@ def write(result, results_dir: Path) -> None:
     if result.threshold_text is not None:
         names.append(THRESHOLD_FILE)
     table = gap_completion.gaps_table(result)
-    with atomic.atomic_paths(*(results_dir / n for n in names)) as tmps:
+    with atomic.atomic_paths(*(results_dir / n for n in names),
+                             remove=superseded(results_dir, tuple(names))) as tmps:
         files = dict(zip(names, tmps))
         pq.write_table(table, files[GAPS_FILE])
         files[BREAKDOWN_FILE].write_text(result.breakdown, encoding="utf-8")
         files[METRICS_FILE].write_text(gap_completion.metrics_json(result), encoding="utf-8")
         if THRESHOLD_FILE in files:
             files[THRESHOLD_FILE].write_text(result.threshold_text, encoding="utf-8")
-    clear_stale(results_dir, keep=tuple(names))
 
 
-def run(cfg: dict) -> int:
+def run(cfg: Mapping) -> int:
     from tao_aoi import gap_analysis as ga
     from tao_aoi import gap_completion
 
+    cfg = config(cfg)
     inputs = load(cfg)
-    results_dir = Path(cfg["results_dir"])
+    results_dir = Path(cfg.results_dir)
     try:
         result = gap_completion.compute(inputs)
     except ga.UnreachableKPI as exc:
