@@ -154,10 +154,11 @@ def _check_destinations(targets: list[Path]) -> None:
     """Refuse before anything is renamed: a set must not be cut short by a bad destination."""
     from tao_aoi.cli import UsageError
 
+    # A link is replaced by the new file, never written through; a folder cannot be replaced.
     for dest in targets:
-        if dest.is_symlink() or (dest.exists() and not dest.is_file()):
-            kind = "a link" if dest.is_symlink() else "not a regular file"
-            raise UsageError(f"cannot write {dest}: it exists and is {kind}; move it away and rerun")
+        if not dest.is_symlink() and dest.exists() and not dest.is_file():
+            raise UsageError(f"cannot write {dest}: it exists and is not a regular file; "
+                             f"move it away and rerun")
 
 
 @contextlib.contextmanager

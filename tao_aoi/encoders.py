@@ -390,16 +390,16 @@ def _strip_prefix(state: dict, wanted: set[str]) -> dict:
     return best
 
 
-def _load_tao_checkpoint(model: str, model_path: str, model_config_path: str | None,
-                         device: str) -> HFEncoder:
-    ckpt = Path(model_path).expanduser()
+def _tao_config(model: str, ckpt: Path, model_path: str,
+                model_config_path: str | None) -> tuple[Path, bytes, dict]:
+    """(config.json path, its bytes, its content) for a TAO checkpoint: the checkpoint and its
+    Hugging Face architecture config checked before torch is imported."""
     if not model_config_path:
         raise UsageError(f"model_path {model_path} is a TAO checkpoint: set model_config_path "
                          f"to the model configuration it was trained with")
     if not ckpt.is_file():
         raise UsageError(f"TAO checkpoint {model_path} does not exist")
     cfg_path = Path(model_config_path).expanduser()
-    folder = cfg_path if cfg_path.is_dir() else cfg_path.parent
     cfg_file = cfg_path / "config.json" if cfg_path.is_dir() else cfg_path
     if not cfg_file.is_file():
         raise UsageError(f"model_config_path {model_config_path} does not exist")
@@ -413,13 +413,13 @@ def _load_tao_checkpoint(model: str, model_path: str, model_config_path: str | N
                          f"(no model_type); the local runner loads TAO checkpoints only with an HF "
                          f"architecture config -- run this checkpoint with the data-services container")
     _check_family(model, config, str(cfg_file))
-    import torch
-    import transformers
+    return cfg_file, raw, config
 
-    transformers.logging.set_verbosity_error()
-    cls = _model_class(model, config)
-    hf_config = transformers.AutoConfig.for_model(**config)
-    net = cls._from_config(hf_config) if hasattr(cls, "_from_config") else cls(hf_config)
+
+def _tao_state(ckpt: Path, model_path: str) -> dict:
+    """The checkpoint's weights (unwrapped from a Lightning / training-loop dict)."""
+    import torch
+
     try:
         state = torch.load(str(ckpt), map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -431,6 +431,13 @@ def _load_tao_checkpoint(model: str, model_path: str, model_config_path: str | N
             break
     if not isinstance(state, dict) or not state:
         raise UsageError(f"TAO checkpoint {model_path} holds no state dict")
+    return state
+
+
+def _load_image_tower(net, state: dict, model: str, model_path: str,
+                      model_config_path: str) -> None:
+    """Load the checkpoint into ``net``; every image-tower weight must be there (the text
+    tower may be absent: only images are embedded)."""
     wanted = set(net.state_dict())
     state = _strip_prefix(state, wanted)
     image_keys = {k for k in wanted if k.startswith(("vision_model.", "visual_projection."))}
@@ -444,7 +451,20 @@ def _load_tao_checkpoint(model: str, model_path: str, model_config_path: str | N
     except RuntimeError as exc:
         raise UsageError(f"TAO checkpoint {model_path} does not fit {model_config_path}: "
                          f"{' '.join(str(exc).split())[:300]}") from None
-    processor = _image_processor(folder, model, config)
+
+
+def _load_tao_checkpoint(model: str, model_path: str, model_config_path: str | None,
+                         device: str) -> HFEncoder:
+    ckpt = Path(model_path).expanduser()
+    cfg_file, raw, config = _tao_config(model, ckpt, model_path, model_config_path)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    cls = _model_class(model, config)
+    hf_config = transformers.AutoConfig.for_model(**config)
+    net = cls._from_config(hf_config) if hasattr(cls, "_from_config") else cls(hf_config)
+    _load_image_tower(net, _tao_state(ckpt, model_path), model, model_path, model_config_path)
+    processor = _image_processor(cfg_file.parent, model, config)
     identity = {"model": model, "model_path": str(ckpt.resolve()),
                 "dim": _feature_dim(model, config), "config_sha256": _short_sha(raw),
                 "model_config_path": str(cfg_file.resolve()), "format": "tao-checkpoint"}

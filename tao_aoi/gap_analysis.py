@@ -297,3 +297,15 @@ def describe_threshold(t: float, scores: np.ndarray) -> str:
     if scores.size and t < scores.min():
         return f"below every score ({t!r})"
     return repr(t)
+
+
+def json_safe(value):
+    """``value`` with every non-finite float (a rate with nothing to count) as ``None``, in
+    nested dicts and lists: what the JSON artifacts write for an undefined number."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(x) for k, x in value.items()}
+    if isinstance(value, list):
+        return [json_safe(x) for x in value]
+    return value

@@ -193,10 +193,6 @@ def gaps_table(result: GapResult, container=None):
     return pa.table(cols)
 
 
-def _json_float(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
-
-
 def metrics(result: GapResult) -> dict:
     inputs, p = result.inputs, result.point
     wrong = result.misclassified
@@ -262,15 +258,7 @@ def degenerate_warning(m: dict) -> str | None:
 
 
 def metrics_json(result: GapResult) -> str:
-    def clean(v):
-        if isinstance(v, float):
-            return _json_float(v)
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [clean(x) for x in v]
-        return v
-    return json.dumps(clean(metrics(result)), indent=2, allow_nan=False) + "\n"
+    return json.dumps(ga.json_safe(metrics(result)), indent=2, allow_nan=False) + "\n"
 
 
 def unreachable_text(inputs) -> str:
@@ -403,12 +391,31 @@ def _map_container_rows(result: GapResult, table) -> GapResult:
     return replace(result, kept=kept, filepaths=theirs, labels=labels)
 
 
+def _threshold_found(path: Path, results_dir: Path) -> str:
+    """threshold.txt's number as written (never its other text: it is quoted in messages);
+    'nothing' when absent, UsageError when it is a link out of the results folder."""
+    from tao_aoi.paths import PathEscape, read_text_within
+
+    if not (path.is_file() or path.is_symlink()):
+        return "nothing"
+    try:
+        text = read_text_within(path, results_dir, limit=4096, what=THRESHOLD_FILE).strip()
+    except PathEscape as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        float(text)
+    except ValueError:
+        return "no number"
+    return text
+
+
 def complete(cfg: Mapping, images_optional: bool = False) -> int:
     """After ``"$DS" gap_analysis vcn_aoi`` on either backend: cross-check, then add ours."""
     import pyarrow.parquet as pq
 
     from tao_aoi import atomic
     from tao_aoi.data_services import gap_analysis_vcn_aoi as action
+    from tao_aoi.parquet_tools import read_table
 
     cfg = action.config(cfg)
     inputs = action.load(cfg)
@@ -430,12 +437,11 @@ def complete(cfg: Mapping, images_optional: bool = False) -> int:
                              f"into results_dir={results_dir} first (did it end with Execution "
                              f"status: PASS?)")
     if result.threshold_text is not None:
-        t_path = results_dir / THRESHOLD_FILE
-        found = t_path.read_text(encoding="utf-8", errors="replace").strip() if t_path.is_file() else None
+        found = _threshold_found(results_dir / THRESHOLD_FILE, results_dir)
         if found != result.threshold_text:
-            raise _drift(f"{THRESHOLD_FILE} holds {found!r:.40}, this bank's sweep gives "
+            raise _drift(f"{THRESHOLD_FILE} holds {found}, this bank's sweep gives "
                          f"{result.threshold_text}")
-    table = pq.read_table(gaps_path)
+    table = read_table(gaps_path)
     missing = [c for c in CONTAINER_GAPS_COLUMNS if c not in table.column_names]
     if missing:
         raise _drift(f"{GAPS_FILE} lacks column(s) {', '.join(missing)}")

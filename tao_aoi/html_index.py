@@ -270,88 +270,110 @@ class Renderer:
         out: list[str] = []
         i, n = 0, len(lines)
         while i < n:
-            line = lines[i]
-            if not line.strip():
+            if not lines[i].strip():
                 i += 1
                 continue
-            m = _FENCE.match(line)
-            if m:
-                fence, lang = m.group(2), m.group(3)
-                body = []
-                i += 1
-                while i < n and not lines[i].strip().startswith(fence):
-                    body.append(lines[i])
-                    i += 1
-                i += 1
-                cls = f' class="language-{html.escape(lang)}"' if lang else ""
-                out.append(f"<pre><code{cls}>{html.escape(chr(10).join(body))}</code></pre>")
-                continue
-            if line.lstrip().startswith("<!--"):
-                j, chunk = i, []
-                while j < n:
-                    chunk.append(lines[j])
-                    if "-->" in lines[j]:
-                        break
-                    j += 1
-                text = "\n".join(chunk)
-                m = _COMMENT.fullmatch(text.strip())
-                if m:
-                    out.append(f"<div>{_placeholder(m.group(1))}</div>" if _placeholder(m.group(1))
-                               else "")
-                    i = j + 1
-                    continue
-            m = _HEADING.match(line)
-            if m:
-                level = min(6, len(m.group(1)) + self.heading_shift)
-                hid = slug(m.group(2), self.ids)
-                self.headings.append((level, hid, m.group(2)))
-                out.append(f'<h{level} id="{hid}">{self.inline(m.group(2))}</h{level}>')
-                i += 1
-                continue
-            if _RULE.match(line):
-                out.append("<hr>")
-                i += 1
-                continue
-            if "|" in line and i + 1 < n and _TABLE_SEP.match(lines[i + 1]) and "-" in lines[i + 1]:
-                j = i + 2
-                while j < n and lines[j].strip() and "|" in lines[j]:
-                    j += 1
-                out.append(self._table(lines[i], lines[i + 1], lines[i + 2:j]))
-                i = j
-                continue
-            if _QUOTE.match(line):
-                body = []
-                while i < n and lines[i].strip() and _QUOTE.match(lines[i]):
-                    body.append(_QUOTE.match(lines[i]).group(1))
-                    i += 1
-                out.append("<blockquote>" + "\n".join(self._blocks(body)) + "</blockquote>")
-                continue
-            if _ITEM.match(line):
-                j = i
-                while j < n and (_ITEM.match(lines[j]) or (lines[j].strip() and lines[j][:1] == " ")
-                                 or (not lines[j].strip() and j + 1 < n
-                                     and _ITEM.match(lines[j + 1]))):
-                    j += 1
-                out.append(self._list(lines[i:j]))
-                i = j
-                continue
-            body = []
-            while i < n and lines[i].strip() and not self._starts_block(lines, i):
-                body.append(lines[i].strip() if not lines[i].endswith("  ") else lines[i].lstrip())
-                i += 1
-            if not body:  # a line that looked like a block start but was not one
-                body.append(lines[i].strip())
-                i += 1
-            out.append(f"<p>{self.inline(chr(10).join(body))}</p>")
+            for block in (self._fenced_code, self._comment, self._heading, self._rule,
+                          self._table_block, self._quote, self._list_block, self._paragraph):
+                found = block(lines, i)
+                if found is not None:
+                    html_text, i = found
+                    out.append(html_text)
+                    break
         return out
+
+    # each block reader: (its HTML, the index of the line after it), or None when the block
+    # does not start at line i
+    @staticmethod
+    def _fenced_code(lines: Sequence[str], i: int) -> tuple[str, int] | None:
+        m = _FENCE.match(lines[i])
+        if not m:
+            return None
+        fence, lang = m.group(2), m.group(3)
+        body = []
+        i += 1
+        while i < len(lines) and not lines[i].strip().startswith(fence):
+            body.append(lines[i])
+            i += 1
+        cls = f' class="language-{html.escape(lang)}"' if lang else ""
+        return f"<pre><code{cls}>{html.escape(chr(10).join(body))}</code></pre>", i + 1
+
+    @staticmethod
+    def _comment(lines: Sequence[str], i: int) -> tuple[str, int] | None:
+        """An HTML comment on lines of its own: a draft placeholder box, any other dropped."""
+        if not lines[i].lstrip().startswith("<!--"):
+            return None
+        j, chunk = i, []
+        while j < len(lines):
+            chunk.append(lines[j])
+            if "-->" in lines[j]:
+                break
+            j += 1
+        m = _COMMENT.fullmatch("\n".join(chunk).strip())
+        if not m:
+            return None
+        box = _placeholder(m.group(1))
+        return (f"<div>{box}</div>" if box else ""), j + 1
+
+    def _heading(self, lines: Sequence[str], i: int) -> tuple[str, int] | None:
+        m = _HEADING.match(lines[i])
+        if not m:
+            return None
+        level = min(6, len(m.group(1)) + self.heading_shift)
+        hid = slug(m.group(2), self.ids)
+        self.headings.append((level, hid, m.group(2)))
+        return f'<h{level} id="{hid}">{self.inline(m.group(2))}</h{level}>', i + 1
+
+    @staticmethod
+    def _rule(lines: Sequence[str], i: int) -> tuple[str, int] | None:
+        return ("<hr>", i + 1) if _RULE.match(lines[i]) else None
+
+    @staticmethod
+    def _table_starts(lines: Sequence[str], i: int) -> bool:
+        return bool("|" in lines[i] and i + 1 < len(lines) and _TABLE_SEP.match(lines[i + 1])
+                    and "-" in lines[i + 1])
+
+    def _table_block(self, lines: Sequence[str], i: int) -> tuple[str, int] | None:
+        if not self._table_starts(lines, i):
+            return None
+        j = i + 2
+        while j < len(lines) and lines[j].strip() and "|" in lines[j]:
+            j += 1
+        return self._table(lines[i], lines[i + 1], lines[i + 2:j]), j
+
+    def _quote(self, lines: Sequence[str], i: int) -> tuple[str, int] | None:
+        if not _QUOTE.match(lines[i]):
+            return None
+        body = []
+        while i < len(lines) and lines[i].strip() and _QUOTE.match(lines[i]):
+            body.append(_QUOTE.match(lines[i]).group(1))
+            i += 1
+        return "<blockquote>" + "\n".join(self._blocks(body)) + "</blockquote>", i
+
+    def _list_block(self, lines: Sequence[str], i: int) -> tuple[str, int] | None:
+        if not _ITEM.match(lines[i]):
+            return None
+        j, n = i, len(lines)
+        while j < n and (_ITEM.match(lines[j]) or (lines[j].strip() and lines[j][:1] == " ")
+                         or (not lines[j].strip() and j + 1 < n and _ITEM.match(lines[j + 1]))):
+            j += 1
+        return self._list(lines[i:j]), j
+
+    def _paragraph(self, lines: Sequence[str], i: int) -> tuple[str, int]:
+        body = []
+        while i < len(lines) and lines[i].strip() and not self._starts_block(lines, i):
+            body.append(lines[i].strip() if not lines[i].endswith("  ") else lines[i].lstrip())
+            i += 1
+        if not body:  # a line that looked like a block start but was not one
+            body.append(lines[i].strip())
+            i += 1
+        return f"<p>{self.inline(chr(10).join(body))}</p>", i
 
     def _starts_block(self, lines: Sequence[str], i: int) -> bool:
         line = lines[i]
         return bool(_FENCE.match(line) or _HEADING.match(line) or _RULE.match(line)
                     or _QUOTE.match(line) or _ITEM.match(line)
-                    or line.lstrip().startswith("<!--")
-                    or ("|" in line and i + 1 < len(lines) and _TABLE_SEP.match(lines[i + 1])
-                        and "-" in lines[i + 1]))
+                    or line.lstrip().startswith("<!--") or self._table_starts(lines, i))
 
     @staticmethod
     def _cells(line: str) -> list[str]:
@@ -677,25 +699,47 @@ def build_html(root: str | os.PathLike) -> str:
         raise NotResults(f"{root} is not an RCA, routing or mining results folder (it holds none "
                          f"of {', '.join(sorted({m for ms in MARKERS.values() for m in ms}))})")
     nav: list[tuple[str, str]] = []
-    sections: list[str] = []
     renderer = Renderer(folder, heading_shift=1)
     renderer.ids.update({"numbers", "comparison", "report", "figures", "spot-check", "nested",
                          "artifacts"})
+    # the report first: it decides which images are already shown
+    report_name, report_html = _report_html(folder, kind, renderer)
+    sections = [_section("numbers", "Key numbers", _numbers_html(folder, kind), nav)]
+    if not any(t.strip().lower().endswith(COMPARE_TITLE.lower()) for _, _, t in renderer.headings):
+        sections.append(_section("comparison", COMPARE_TITLE, _comparison_html(folder, renderer), nav))
+    if report_html:
+        sections.append(_section("report", f"Report ({report_name})", report_html, nav))
+    # until the final report is written (it shows its own spot check), the page shows the sheet
+    spot = _spot_html(folder, renderer) if kind == "rca" and not (
+        report_name and not report_name.endswith(".draft.md")) else ""
+    sections.append(_section("figures", "Figures", _figures_html(folder, renderer), nav))
+    sections.append(_section("spot-check", "Spot check", spot, nav))
+    listing = list_artifacts(folder)
+    if listing.nested:
+        items = "".join(f'<li><a href="{html.escape(href)}">{html.escape(rel)}</a> '
+                        f'({html.escape(TITLES[k])} results)</li>'
+                        for rel, k, href in listing.nested)
+        sections.append(_section("nested", "Later stages (nested results folders)",
+                                 f"<ul>{items}</ul>", nav))
+    sections.append(_section("artifacts", "All artifacts", _artifacts_html(listing), nav))
+    return _page(f"{TITLES[kind]} results: {folder.real.name}", folder, nav, sections)
 
-    # the report first (it decides which images are already shown)
+
+def _report_html(folder: Folder, kind: str, renderer: Renderer) -> tuple[str | None, str]:
+    """(the report's name, its HTML): the final report, else the draft with a banner."""
     report_name = next((r for r in REPORTS[kind] if folder.file(r)), None)
-    report_html = ""
-    if report_name:
-        text = folder.text(report_name) or ""
-        banner = ""
-        if report_name.endswith(".draft.md"):
-            banner = ('<p class="banner">This is the <b>draft</b> (RCA_Report.draft.md): the '
-                      'agent has not written RCA_Report.md yet; boxed items are still to be '
-                      'written.</p>')
-        report_html = banner + renderer.render(text)
-    has_compare_in_report = any(t.strip().lower().endswith(COMPARE_TITLE.lower())
-                                for _, _, t in renderer.headings)
+    if not report_name:
+        return None, ""
+    text = folder.text(report_name) or ""
+    banner = ""
+    if report_name.endswith(".draft.md"):
+        banner = ('<p class="banner">This is the <b>draft</b> (RCA_Report.draft.md): the '
+                  'agent has not written RCA_Report.md yet; boxed items are still to be '
+                  'written.</p>')
+    return report_name, banner + renderer.render(text)
 
+
+def _numbers_html(folder: Folder, kind: str) -> str:
     numbers = []
     if kind == "rca":
         numbers.append(_metrics_html(folder))
@@ -703,21 +747,21 @@ def build_html(root: str | os.PathLike) -> str:
         t = folder.text(name)
         if t is not None:
             numbers.append(f"<h3>{html.escape(name)}</h3><pre>{html.escape(t)}</pre>")
-    sections.append(_section("numbers", "Key numbers", "\n".join(numbers), nav))
+    return "\n".join(numbers)
 
+
+def _comparison_html(folder: Folder, renderer: Renderer) -> str:
+    """iteration_compare.md under its numbers ("" without one); its own heading dropped."""
     compare_md = folder.text(COMPARE_MD)
-    if compare_md is not None and not has_compare_in_report:
-        body = _compare_numbers(folder) + Renderer(folder, heading_shift=1, ids=renderer.ids,
-                                                   images=renderer.images).render(
-            re.sub(rf"^#+\s+{COMPARE_TITLE}\s*\n", "", compare_md, count=1, flags=re.M))
-        sections.append(_section("comparison", COMPARE_TITLE, body, nav))
+    if compare_md is None:
+        return ""
+    return _compare_numbers(folder) + Renderer(folder, heading_shift=1, ids=renderer.ids,
+                                               images=renderer.images).render(
+        re.sub(rf"^#+\s+{COMPARE_TITLE}\s*\n", "", compare_md, count=1, flags=re.M))
 
-    if report_html:
-        sections.append(_section("report", f"Report ({report_name})", report_html, nav))
 
-    spot = _spot_html(folder, renderer) if kind == "rca" and not (
-        report_name and not report_name.endswith(".draft.md")) else ""
-
+def _figures_html(folder: Folder, renderer: Renderer) -> str:
+    """The known figures the report did not already show."""
     figs = []
     for rel, caption in FIGURES:
         ref = folder.image(rel)
@@ -727,25 +771,19 @@ def build_html(root: str | os.PathLike) -> str:
         figs.append(f'<figure><a href="{html.escape(ref)}"><img src="{html.escape(ref)}" '
                     f'alt="{html.escape(caption)}"></a><figcaption>{html.escape(caption)} '
                     f'(<code>{html.escape(rel)}</code>)</figcaption></figure>')
-    sections.append(_section("figures", "Figures", "\n".join(figs), nav))
-    sections.append(_section("spot-check", "Spot check", spot, nav))
+    return "\n".join(figs)
 
-    listing = list_artifacts(folder)
-    if listing.nested:
-        items = "".join(f'<li><a href="{html.escape(href)}">{html.escape(rel)}</a> '
-                        f'({html.escape(TITLES[k])} results)</li>'
-                        for rel, k, href in listing.nested)
-        sections.append(_section("nested", "Later stages (nested results folders)",
-                                 f"<ul>{items}</ul>", nav))
+
+def _artifacts_html(listing: Listing) -> str:
     files = "".join(f"<li>{cell}</li>" for _, cell in listing.files)
     extra = f"<p>... and {listing.more} more files.</p>" if listing.more else ""
     outside = ("<p>Links that point outside this folder (not followed): "
                + ", ".join(f"<code>{html.escape(o)}</code>" for o in listing.outside) + "</p>"
                if listing.outside else "")
-    sections.append(_section("artifacts", "All artifacts",
-                             f'<ul class="files">{files}</ul>{extra}{outside}', nav))
+    return f'<ul class="files">{files}</ul>{extra}{outside}'
 
-    title = f"{TITLES[kind]} results: {folder.real.name}"
+
+def _page(title: str, folder: Folder, nav: list[tuple[str, str]], sections: list[str]) -> str:
     navhtml = " ".join(f'<a href="#{sid}">{html.escape(t)}</a>' for sid, t in nav)
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"

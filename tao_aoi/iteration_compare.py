@@ -47,6 +47,7 @@ from typing import Sequence
 
 import numpy as np
 
+from tao_aoi import atomic
 from tao_aoi import gap_analysis as ga
 from tao_aoi.cli import UsageError, one_line
 from tao_aoi.contract import (BREAKDOWN_FILE, GAPS_FILE, METRICS_FILE, RCA_ITERATION_JSON,
@@ -98,6 +99,15 @@ class Run:
     def wrong(self) -> np.ndarray:
         return (self.scores > self.threshold) != self.positive
 
+    @cached_property
+    def weakness(self) -> np.ndarray:
+        return ga.weakness(self.scores, self.positive, self.threshold)
+
+    @cached_property
+    def own_metrics(self) -> dict:
+        """The gap analysis' numbers over the whole CSV at the run's own threshold."""
+        return _metrics(self.scores, self.positive, self.threshold)
+
 
 def _keys_text(keys: Sequence[tuple[str, str]]) -> str:
     shown = ", ".join(f"{ip}/{on}" for ip, on in keys[:_SHOW])
@@ -143,8 +153,7 @@ def _check_against_metrics(run: Run, role: str) -> None:
                          f"{n}: the CSV changed since that run; rerun its gap analysis")
     cm = m.get("confusion_matrix")
     if isinstance(cm, dict) and run.n_rows:
-        p = ga.pinned_point(run.scores, run.positive, run.threshold, 1.0)
-        mine = p.confusion_matrix
+        mine = run.own_metrics["confusion_matrix"]
         if any(isinstance(cm.get(k), int) and cm[k] != mine[k] for k in mine):
             raise UsageError(f"{where} gives confusion matrix {mine} at threshold {run.threshold!r} "
                              f"but {run.folder / METRICS_FILE} says {cm}: the CSV changed since "
@@ -168,6 +177,7 @@ def load_run(folder: str | Path, role: str, csv_override: str | Path | None = No
     from tao_aoi.data_services.gap_analysis_vcn_aoi import read_inference
 
     folder = Path(folder)
+    atomic.settle(folder)  # finish a set a killed run committed before reading it
     m = _read_metrics(folder, role)
     path = Path(csv_override) if csv_override else Path(m["inference_csv"])
     if not path.is_file():
@@ -223,100 +233,109 @@ def _metrics(scores: np.ndarray, positive: np.ndarray, threshold: float) -> dict
             "n_rows": int(scores.size)}
 
 
-def _weakness(score: float, norm_label: str, threshold: float) -> float:
-    # the gap analysis' signed distance: positive = on the wrong side
-    return score - threshold if norm_label == "PASS" else threshold - score
-
-
 def _delta(a, b):
     return None if a is None or b is None else b - a
 
 
-def compare(before: Run, after: Run, routed: list[tuple[str, str]] | None = None,
-            routed_source: str | None = None) -> dict:
-    """Everything ``iteration_compare.json`` holds. Raises UsageError when nothing is shared."""
-    b_index = {k: i for i, k in enumerate(zip(before.input_path, before.object_name))}
-    a_index = {k: i for i, k in enumerate(zip(after.input_path, after.object_name))}
-    shared = [k for k in a_index if k in b_index]  # after-CSV order
-    if not shared:
-        raise UsageError(f"no sample (input_path, object_name) is in both {before.csv_path} and "
-                         f"{after.csv_path}: different experiments? compare two iterations of "
-                         f"the same test set")
-    b_wrong, a_wrong = before.wrong, after.wrong
-    b_norm, a_norm = before.norm, after.norm
-    bi = np.array([b_index[k] for k in shared], dtype=np.int64)
-    ai = np.array([a_index[k] for k in shared], dtype=np.int64)
+def _status(wrong_before: bool, wrong_after: bool) -> str | None:
+    """Which bucket a shared sample falls in; None when it is right in both runs."""
+    return ("still_misclassified" if wrong_before and wrong_after else "fixed" if wrong_before
+            else "regressed" if wrong_after else None)
 
-    def entry(k, i, j):
-        return {"input_path": k[0], "object_name": k[1], "label": after.label[j],
-                "score_before": float(before.scores[i]), "score_after": float(after.scores[j])}
 
-    buckets: dict[str, list] = {"fixed": [], "regressed": [], "still_misclassified": []}
-    order_key: dict[str, list] = {name: [] for name in buckets}
-    relabeled = []
-    per_label_moves: dict[str, dict[str, int]] = {}
-    for k, i, j in zip(shared, bi.tolist(), ai.tolist()):
-        wb, wa = bool(b_wrong[i]), bool(a_wrong[j])
-        if b_norm[i] != a_norm[j]:
-            relabeled.append({"input_path": k[0], "object_name": k[1],
-                              "label_before": before.label[i], "label_after": after.label[j]})
-        name = ("still_misclassified" if wb and wa else "fixed" if wb else
-                "regressed" if wa else None)
-        if name is None:
-            continue
-        buckets[name].append(entry(k, i, j))
-        weak_b = _weakness(float(before.scores[i]), b_norm[i], before.threshold)
-        weak_a = _weakness(float(after.scores[j]), a_norm[j], after.threshold)
-        # worst first: fixed by how wrong it was, the others by how wrong it is now
-        order_key[name].append((-(weak_b if name == "fixed" else weak_a), k))
-        moves = per_label_moves.setdefault(a_norm[j], {n: 0 for n in buckets})
-        moves[name] += 1
-    for name, rows in buckets.items():
-        order = sorted(range(len(rows)), key=lambda r: order_key[name][r])
-        buckets[name] = [rows[r] for r in order]
+class _Join:
+    """The two runs' rows joined by (input_path, object_name)."""
 
-    b_pos, a_pos = before.positive, after.positive
-    old_t = before.threshold
-    overall = {
-        "before": _metrics(before.scores, b_pos, before.threshold),
-        "after": _metrics(after.scores, a_pos, after.threshold),
-        "after_at_before_threshold": _metrics(after.scores, a_pos, old_t),
-    }
-    on_shared = {
-        "before": _metrics(before.scores[bi], b_pos[bi], before.threshold),
-        "after": _metrics(after.scores[ai], a_pos[ai], after.threshold),
-        "after_at_before_threshold": _metrics(after.scores[ai], a_pos[ai], old_t),
-    }
-    deltas = {k: _delta(overall["before"][k], overall["after"][k]) for k in METRIC_KEYS}
+    def __init__(self, before: Run, after: Run):
+        self.before, self.after = before, after
+        self.b_index = {k: i for i, k in enumerate(zip(before.input_path, before.object_name))}
+        self.a_index = {k: i for i, k in enumerate(zip(after.input_path, after.object_name))}
+        self.shared = [k for k in self.a_index if k in self.b_index]  # after-CSV order
+        if not self.shared:
+            raise UsageError(f"no sample (input_path, object_name) is in both {before.csv_path} "
+                             f"and {after.csv_path}: different experiments? compare two "
+                             f"iterations of the same test set")
+        self.bi = np.array([self.b_index[k] for k in self.shared], dtype=np.int64)
+        self.ai = np.array([self.a_index[k] for k in self.shared], dtype=np.int64)
 
+    def sample(self, k, i: int, j: int) -> dict:
+        return {"input_path": k[0], "object_name": k[1], "label": self.after.label[j],
+                "score_before": float(self.before.scores[i]),
+                "score_after": float(self.after.scores[j])}
+
+    def buckets(self) -> tuple[dict[str, list], list[dict], dict[str, dict[str, int]]]:
+        """(fixed / regressed / still_misclassified samples, worst first; relabeled samples;
+        label -> bucket counts, by the label after)."""
+        before, after = self.before, self.after
+        buckets: dict[str, list] = {"fixed": [], "regressed": [], "still_misclassified": []}
+        order_key: dict[str, list] = {name: [] for name in buckets}
+        relabeled = []
+        moves_by_label: dict[str, dict[str, int]] = {}
+        for k, i, j in zip(self.shared, self.bi.tolist(), self.ai.tolist()):
+            if before.norm[i] != after.norm[j]:
+                relabeled.append({"input_path": k[0], "object_name": k[1],
+                                  "label_before": before.label[i], "label_after": after.label[j]})
+            name = _status(bool(before.wrong[i]), bool(after.wrong[j]))
+            if name is None:
+                continue
+            buckets[name].append(self.sample(k, i, j))
+            # worst first: fixed by how wrong it was, the others by how wrong it is now
+            weak = before.weakness[i] if name == "fixed" else after.weakness[j]
+            order_key[name].append((-weak, k))
+            moves = moves_by_label.setdefault(after.norm[j], {n: 0 for n in buckets})
+            moves[name] += 1
+        for name, rows in buckets.items():
+            order = sorted(range(len(rows)), key=lambda r: order_key[name][r])
+            buckets[name] = [rows[r] for r in order]
+        return buckets, relabeled, moves_by_label
+
+    def only_in_one(self) -> tuple[list, list, list[dict]]:
+        """(keys only before, keys only after, their rows for iteration_only_in_one.csv)."""
+        only_before = [k for k in self.b_index if k not in self.a_index]
+        only_after = [k for k in self.a_index if k not in self.b_index]
+
+        def rows(run: Run, index: dict, keys, side: str) -> list[dict]:
+            return [{"side": side, "input_path": k[0], "object_name": k[1],
+                     "label": run.label[index[k]], "score": float(run.scores[index[k]]),
+                     "misclassified": bool(run.wrong[index[k]])} for k in keys]
+        return only_before, only_after, (rows(self.before, self.b_index, only_before, "before")
+                                         + rows(self.after, self.a_index, only_after, "after"))
+
+
+def _per_label(before: Run, after: Run, moves_by_label: dict[str, dict[str, int]]) -> dict:
+    """Per normalised label: rows and misclassified rows in each run, and the bucket counts."""
     per_label = {}
-    b_names, a_names = np.array(b_norm, dtype=object), np.array(a_norm, dtype=object)
-    for name in sorted(set(b_norm) | set(a_norm)):
+    no_moves = {n: 0 for n in ("fixed", "regressed", "still_misclassified")}
+    b_names, a_names = np.array(before.norm, dtype=object), np.array(after.norm, dtype=object)
+    for name in sorted(set(before.norm) | set(after.norm)):
         in_b, in_a = b_names == name, a_names == name
         tb, ta = int(in_b.sum()), int(in_a.sum())
-        mb, ma = int((in_b & b_wrong).sum()), int((in_a & a_wrong).sum())
-        moves = per_label_moves.get(name, {n: 0 for n in buckets})
+        mb, ma = int((in_b & before.wrong).sum()), int((in_a & after.wrong).sum())
         per_label[name] = {
             "total_before": tb, "total_after": ta,
             "misclassified_before": mb, "misclassified_after": ma,
             "delta_misclassified": ma - mb,
             "error_rate_before": mb / tb if tb else None,
             "error_rate_after": ma / ta if ta else None,
-            **moves,
+            **moves_by_label.get(name, no_moves),
         }
+    return per_label
 
-    only_before = [k for k in b_index if k not in a_index]
-    only_after = [k for k in a_index if k not in b_index]
 
-    def only_rows(run: Run, index: dict, keys, side: str) -> list[dict]:
-        wrong = run.wrong
-        return [{"side": side, "input_path": k[0], "object_name": k[1],
-                 "label": run.label[index[k]], "score": float(run.scores[index[k]]),
-                 "misclassified": bool(wrong[index[k]])} for k in keys]
-
-    only = only_rows(before, b_index, only_before, "before") + \
-        only_rows(after, a_index, only_after, "after")
-
+def compare(before: Run, after: Run, routed: list[tuple[str, str]] | None = None,
+            routed_source: str | None = None) -> dict:
+    """Everything ``iteration_compare.json`` holds. Raises UsageError when nothing is shared."""
+    join = _Join(before, after)
+    bi, ai = join.bi, join.ai
+    buckets, relabeled, moves_by_label = join.buckets()
+    old_t = before.threshold
+    on_shared = {
+        "before": _metrics(before.scores[bi], before.positive[bi], before.threshold),
+        "after": _metrics(after.scores[ai], after.positive[ai], after.threshold),
+        "after_at_before_threshold": _metrics(after.scores[ai], after.positive[ai], old_t),
+    }
+    only_before, only_after, only = join.only_in_one()
+    summary = (*METRIC_KEYS, "confusion_matrix", "n_rows")
     result = {
         "before_rca": str(before.folder.resolve()),
         "after_rca": str(after.folder.resolve()),
@@ -324,52 +343,43 @@ def compare(before: Run, after: Run, routed: list[tuple[str, str]] | None = None
         "after_csv": str(after.csv_path.resolve()),
         "rule": "PASS iff label.strip().upper() == 'PASS'; predict NO_PASS iff score > threshold; "
                 "each run judged by its own threshold and its own label",
-        "before": {k: overall["before"][k] for k in (*METRIC_KEYS, "confusion_matrix", "n_rows")},
-        "after": {k: overall["after"][k] for k in (*METRIC_KEYS, "confusion_matrix", "n_rows")},
-        "after_at_before_threshold": overall["after_at_before_threshold"],
-        "delta": deltas,
+        "before": {k: before.own_metrics[k] for k in summary},
+        "after": {k: after.own_metrics[k] for k in summary},
+        "after_at_before_threshold": _metrics(after.scores, after.positive, old_t),
+        "delta": {k: _delta(before.own_metrics[k], after.own_metrics[k]) for k in METRIC_KEYS},
         "on_shared_samples": on_shared,
-        "counts": {"shared": len(shared), "fixed": len(buckets["fixed"]),
+        "counts": {"shared": len(join.shared), "fixed": len(buckets["fixed"]),
                    "regressed": len(buckets["regressed"]),
                    "still_misclassified": len(buckets["still_misclassified"]),
                    "relabeled": len(relabeled),
                    "only_in_before": len(only_before), "only_in_after": len(only_after)},
-        "fixed": buckets["fixed"],
-        "regressed": buckets["regressed"],
-        "still_misclassified": buckets["still_misclassified"],
+        **buckets,
         "relabeled": relabeled,
-        "per_label": per_label,
+        "per_label": _per_label(before, after, moves_by_label),
         "only_in_one": {"only_in_before": len(only_before), "only_in_after": len(only_after),
                         "file": ONLY_IN_ONE_NAME},
-        "routed_to_mining": _routed(before, after, b_index, a_index, routed, routed_source),
+        "routed_to_mining": _routed(join, routed, routed_source),
     }
     return {"result": result, "only_rows": only, "plot": _plot_data(before, after, bi, ai)}
 
 
-def _routed(before: Run, after: Run, b_index: dict, a_index: dict,
-            routed: list[tuple[str, str]] | None, source: str | None) -> dict:
+def _routed(join: _Join, routed: list[tuple[str, str]] | None, source: str | None) -> dict:
     if routed is None:
         return {"available": False, "source": None,
                 "reason": f"no {ROUTING_DIR}/<ts>/{MINING_GAPS} under the BEFORE folder and no "
                           f"--routed given"}
-    b_wrong, a_wrong = before.wrong, after.wrong
+    before, after = join.before, join.after
     samples = []
     missing = 0
     for k in routed:
-        if k not in b_index or k not in a_index:
+        if k not in join.b_index or k not in join.a_index:
             missing += 1
             continue
-        i, j = b_index[k], a_index[k]
-        nb, na = normalize_label(before.label[i]), normalize_label(after.label[j])
-        wb = _weakness(float(before.scores[i]), nb, before.threshold)
-        wa = _weakness(float(after.scores[j]), na, after.threshold)
-        mb, ma = bool(b_wrong[i]), bool(a_wrong[j])
-        status = ("still_misclassified" if mb and ma else "fixed" if mb else
-                  "regressed" if ma else "right_both")
-        samples.append({"input_path": k[0], "object_name": k[1], "label": after.label[j],
-                        "score_before": float(before.scores[i]),
-                        "score_after": float(after.scores[j]),
-                        "weakness_before": wb, "weakness_after": wa, "status": status})
+        i, j = join.b_index[k], join.a_index[k]
+        status = _status(bool(before.wrong[i]), bool(after.wrong[j])) or "right_both"
+        samples.append({**join.sample(k, i, j),
+                        "weakness_before": float(before.weakness[i]),
+                        "weakness_after": float(after.weakness[j]), "status": status})
     n = len(samples)
     count = {s: sum(1 for r in samples if r["status"] == s)
              for s in ("fixed", "regressed", "still_misclassified", "right_both")}
@@ -390,7 +400,7 @@ def _routed(before: Run, after: Run, b_index: dict, a_index: dict,
 
 def _plot_data(before: Run, after: Run, bi: np.ndarray, ai: np.ndarray) -> dict:
     return {"x": before.scores[bi], "y": after.scores[ai],
-            "label": [normalize_label(after.label[j]) for j in ai.tolist()],
+            "label": [after.norm[j] for j in ai.tolist()],
             "wrong_before": before.wrong[bi], "wrong_after": after.wrong[ai],
             "t_before": before.threshold, "t_after": after.threshold}
 
@@ -413,8 +423,7 @@ def _cell(text: object) -> str:
 
 def markdown(result: dict, heading: str = "##") -> str:
     """The report section; every number is the JSON's, formatted with 4 decimals."""
-    c, b, a, o = (result["counts"], result["before"], result["after"],
-                  result["after_at_before_threshold"])
+    c = result["counts"]
     lines = [f"{heading} {SECTION_TITLE}", ""]
     lines.append(
         f"Compared with the previous gap analysis (`{result['before_rca']}`), each run judged by "
@@ -424,8 +433,16 @@ def markdown(result: dict, heading: str = "##") -> str:
         + (f"; {c['relabeled']} were relabeled between the two" if c["relabeled"] else "")
         + f". {c['only_in_before']} samples are only in the previous CSV and "
           f"{c['only_in_after']} only in the new one (listed in `{ONLY_IN_ONE_NAME}`).")
-    lines += ["", "| Metric | Before | After | After at the old threshold | Change (after - before) |",
-              "|---|---|---|---|---|"]
+    lines += _metrics_rows(result) + _per_label_rows(result) + _sample_lists(result)
+    lines += ["", _routed_line(result["routed_to_mining"])]
+    lines += ["", f"![Score before vs after per sample]({PLOT_NAME})", ""]
+    return "\n".join(lines)
+
+
+def _metrics_rows(result: dict) -> list[str]:
+    b, a, o = result["before"], result["after"], result["after_at_before_threshold"]
+    lines = ["", "| Metric | Before | After | After at the old threshold | Change (after - before) |",
+             "|---|---|---|---|---|"]
     for k in METRIC_KEYS:
         d = 6 if k == "threshold" else 4
         lines.append(f"| {k} | {_f(b[k], d)} | {_f(a[k], d)} | {_f(o[k], d)} | "
@@ -433,13 +450,23 @@ def markdown(result: dict, heading: str = "##") -> str:
     cmb, cma, cmo = b["confusion_matrix"], a["confusion_matrix"], o["confusion_matrix"]
     for k in ("tp", "fp", "tn", "fn"):
         lines.append(f"| {k} | {cmb[k]} | {cma[k]} | {cmo[k]} | {cma[k] - cmb[k]:+d} |")
-    lines += ["", "| Label | Misclassified before | Misclassified after | Change | Fixed | "
-              "Regressed | Still misclassified |", "|---|---|---|---|---|---|---|"]
+    return lines
+
+
+def _per_label_rows(result: dict) -> list[str]:
+    lines = ["", "| Label | Misclassified before | Misclassified after | Change | Fixed | "
+             "Regressed | Still misclassified |", "|---|---|---|---|---|---|---|"]
     for name, r in result["per_label"].items():
         lines.append(f"| {_cell(name)} | {r['misclassified_before']} / {r['total_before']} | "
                      f"{r['misclassified_after']} / {r['total_after']} | "
                      f"{r['delta_misclassified']:+d} | {r['fixed']} | {r['regressed']} | "
                      f"{r['still_misclassified']} |")
+    return lines
+
+
+def _sample_lists(result: dict) -> list[str]:
+    """The first ``MD_LIST_ROWS`` samples of each non-empty bucket."""
+    lines: list[str] = []
     for name, title in (("fixed", "Fixed"), ("regressed", "Regressed"),
                         ("still_misclassified", "Still misclassified")):
         rows = result[name]
@@ -452,21 +479,19 @@ def markdown(result: dict, heading: str = "##") -> str:
         for r in rows[:MD_LIST_ROWS]:
             lines.append(f"| `{_cell(r['input_path'])}/{_cell(r['object_name'])}` | "
                          f"{_cell(r['label'])} | {_f(r['score_before'])} | {_f(r['score_after'])} |")
-    rt = result["routed_to_mining"]
-    lines.append("")
-    if rt["available"]:
-        verdict = "improved" if rt["improved"] else "did not improve"
-        lines.append(
-            f"Samples routed to mining last round (`{rt['source']}`): {rt['routed']} routed, "
+    return lines
+
+
+def _routed_line(rt: dict) -> str:
+    if not rt["available"]:
+        return f"Samples routed to mining last round: not known ({rt['reason']})."
+    verdict = "improved" if rt["improved"] else "did not improve"
+    return (f"Samples routed to mining last round (`{rt['source']}`): {rt['routed']} routed, "
             f"{rt['in_both']} in both CSVs; they **{verdict}**: misclassified "
             f"{rt['misclassified_before']} -> {rt['misclassified_after']} ({rt['fixed']} fixed, "
             f"{rt['regressed']} regressed, {rt['still_misclassified']} still misclassified), "
             f"mean weakness {_f(rt['mean_weakness_before'])} -> {_f(rt['mean_weakness_after'])}, "
             f"{rt['weakness_lower_after']} of {rt['in_both']} further from the wrong side.")
-    else:
-        lines.append(f"Samples routed to mining last round: not known ({rt['reason']}).")
-    lines += ["", f"![Score before vs after per sample]({PLOT_NAME})", ""]
-    return "\n".join(lines)
 
 
 def plot(data: dict, dest: Path) -> None:
@@ -507,16 +532,6 @@ def plot(data: dict, dest: Path) -> None:
     plt.close(fig)
 
 
-def _json_clean(v):
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    if isinstance(v, dict):
-        return {k: _json_clean(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_json_clean(x) for x in v]
-    return v
-
-
 def write(out: Path, computed: dict) -> list[Path]:
     """All four files or none."""
     from tao_aoi import atomic
@@ -524,7 +539,7 @@ def write(out: Path, computed: dict) -> list[Path]:
     result = computed["result"]
     dests = [out / n for n in OUTPUT_NAMES]
     with atomic.atomic_paths(*dests) as (tj, tm, tp, tc):
-        tj.write_text(json.dumps(_json_clean(result), indent=2, allow_nan=False) + "\n",
+        tj.write_text(json.dumps(ga.json_safe(result), indent=2, allow_nan=False) + "\n",
                       encoding="utf-8")
         tm.write_text(markdown(result), encoding="utf-8")
         plot(computed["plot"], tp)
@@ -577,14 +592,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     routed = load_routed(routed_path) if routed_path else None
     computed = compare(before, after, routed, str(routed_path) if routed_path else None)
     dests = write(out, computed)
-    c = computed["result"]["counts"]
-    b, a = computed["result"]["before"], computed["result"]["after"]
+    _print_summary(computed["result"])
+    for d in dests:
+        print(f"wrote {d}")
+    return 0
+
+
+def _print_summary(result: dict) -> None:
+    c, b, a = result["counts"], result["before"], result["after"]
     print(f"shared samples: {c['shared']}; fixed {c['fixed']}, regressed {c['regressed']}, "
           f"still misclassified {c['still_misclassified']}; only in before {c['only_in_before']}, "
           f"only in after {c['only_in_after']}")
     print(f"threshold {b['threshold']:.6g} -> {a['threshold']:.6g}; recall {_f(b['recall'])} -> "
           f"{_f(a['recall'])}; FAR {_f(b['far'])} -> {_f(a['far'])}; F1 {_f(b['f1'])} -> "
           f"{_f(a['f1'])}")
-    for d in dests:
-        print(f"wrote {d}")
-    return 0

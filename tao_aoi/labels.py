@@ -13,3 +13,9 @@ def normalize_label(label: object) -> str:
 
 def is_pass_label(label: object) -> bool:
     return normalize_label(label) == "PASS"
+
+
+def label_keys(labels):
+    """:func:`normalize_label` of every value of a pandas Series (written as text first), for
+    grouping and counting rows by label."""
+    return labels.astype(str).map(normalize_label)

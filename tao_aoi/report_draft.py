@@ -20,9 +20,10 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from tao_aoi.cli import UsageError
+from tao_aoi import atomic
+from tao_aoi.cli import OneLineParser, UsageError, one_line
 from tao_aoi import contract as rr
-from tao_aoi.labels import is_pass_label, normalize_label
+from tao_aoi.labels import is_pass_label, label_keys, normalize_label
 from tao_aoi.parquet_tools import SAMPLE_KEYS, dedupe_first_lighting, read_parquet, sort_by_weakness
 from tao_aoi.spot_check import label_cell
 
@@ -63,24 +64,49 @@ class Artifacts:
     def __init__(self, results_dir: Path):
         self.dir = results_dir
         self.metrics = self._json("metrics.json")
-        t = results_dir / "threshold.txt"
-        self.threshold_text = t.read_text(encoding="utf-8").strip() if t.is_file() else None
-        b = results_dir / "weak_samples_breakdown.txt"
-        self.breakdown = b.read_text(encoding="utf-8").rstrip() if b.is_file() else None
-        u = results_dir / rr.RCA_UNREACHABLE_FILE
-        self.unreachable = u.read_text(encoding="utf-8").rstrip() if u.is_file() else None
+        self.threshold_text = self._text("threshold.txt", str.strip)
+        if self.threshold_text is not None and not _is_number(self.threshold_text):
+            raise UsageError(f"{results_dir / 'threshold.txt'} does not hold a threshold (a number): "
+                             "rerun the gap analysis")
+        self.breakdown = self._text("weak_samples_breakdown.txt", str.rstrip)
+        self.unreachable = self._text(rr.RCA_UNREACHABLE_FILE, str.rstrip)
         self.spot = self._json(f"{rr.RCA_IMAGES_DIR}/{rr.RCA_SPOT_CHECK_JSON}")
-        gp = results_dir / "kpi_gaps.parquet"
-        self.gaps = read_parquet(gp) if gp.is_file() else None
+        gaps = self._inside("kpi_gaps.parquet")
+        self.gaps = read_parquet(gaps) if gaps is not None else None
 
-    def _json(self, rel: str):
+    def _inside(self, rel: str) -> Path | None:
+        """``rel`` in the folder (None when absent); UsageError when a link leads out of it."""
+        from tao_aoi.paths import PathEscape, resolve_within
+
         p = self.dir / rel
-        if not p.is_file():
+        if not (p.is_file() or p.is_symlink()):
             return None
         try:
-            return json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{p} is not valid JSON: {exc}") from None
+            resolve_within(p, self.dir, rel)
+        except PathEscape as exc:
+            raise UsageError(str(exc)) from None
+        return p
+
+    def _text(self, rel: str, trim) -> str | None:
+        p = self._inside(rel)
+        return None if p is None else trim(p.read_text(encoding="utf-8", errors="replace"))
+
+    def _json(self, rel: str) -> dict | None:
+        """A JSON object of the folder; UsageError for anything else (a list, NaN, bad JSON)."""
+        text = self._text(rel, str.strip)
+        if text is None:
+            return None
+
+        def no_constant(name: str):
+            raise ValueError(f"{name} is not a JSON number")
+
+        try:
+            doc = json.loads(text, parse_constant=no_constant)
+        except ValueError as exc:
+            raise UsageError(f"{self.dir / rel} is not valid JSON: {one_line(exc)}") from None
+        if not isinstance(doc, dict):
+            raise UsageError(f"{self.dir / rel} is not a JSON object (a {type(doc).__name__})")
+        return doc
 
     @functools.cached_property
     def samples(self):
@@ -107,31 +133,101 @@ class Artifacts:
     def threshold(self):
         if self.threshold_text is not None:
             return self.threshold_text
-        if self.metrics and self.metrics.get("threshold") is not None:
-            return repr(float(self.metrics["threshold"]))
-        return None
+        t = (self.metrics or {}).get("threshold")
+        if t is None:
+            return None
+        if isinstance(t, bool) or not isinstance(t, (int, float)):
+            raise UsageError(f"{self.dir / 'metrics.json'}: threshold is not a number")
+        return repr(float(t))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def _read_scores(inference_dir: str | None):
     """(label, siamese_score) of the full inference CSV, or None when not given."""
     if not inference_dir:
         return None
-    import pandas as pd
+    from tao_aoi.data_services.gap_analysis_vcn_aoi import read_inference
 
     path = Path(inference_dir)
     if path.is_dir():
         path = path / "inference.csv"
     if not path.is_file():
         raise UsageError(f"inference CSV not found: {path}")
-    df = pd.read_csv(path)
-    missing = [c for c in ("label", "siamese_score") if c not in df.columns]
-    if missing:
-        raise UsageError(f"{path} lacks column(s): {', '.join(missing)}")
-    return df[["label", "siamese_score"]]
+    df, scores, _, _ = read_inference(path)  # the gap analysis' own checks and messages
+    return df[["label"]].assign(siamese_score=scores)
 
 
 # --------------------------------------------------------------------------- plot
 MAX_STRIPS = 12
+
+
+def _strips(labels, ok) -> tuple[object, list[str]]:
+    """The label of each row (the rarest NO_PASS labels merged into one strip past
+    ``MAX_STRIPS``) and the strips in order: PASS first, then by row count."""
+    counts = labels[ok].value_counts()
+    order = sorted(counts.index, key=lambda k: (not is_pass_label(k), -counts[k], k))
+    if len(order) > MAX_STRIPS:
+        keep = set(order[:MAX_STRIPS - 1])
+        labels = labels.where(labels.isin(keep), "OTHER NO_PASS")
+        order = order[:MAX_STRIPS - 1] + ["OTHER NO_PASS"]
+    return labels, order
+
+
+def _other_thresholds(threshold: float | None, curve: list | None) -> list[tuple[float, object]]:
+    """(threshold, min_recall) of the operating curve's points other than the chosen one."""
+    marks: list[tuple[float, object]] = []
+    for point in curve or []:
+        t = point.get("threshold")
+        if isinstance(t, (int, float)) and math.isfinite(t) and \
+                (threshold is None or t != threshold) and t not in [m[0] for m in marks]:
+            marks.append((float(t), point.get("min_recall")))
+    return marks
+
+
+def _score_bins(scores, thresholds: list):
+    """60 shared bins over every score and every threshold drawn."""
+    import numpy as np
+
+    lo, hi = float(np.nanmin(scores)), float(np.nanmax(scores))
+    for t in thresholds:
+        if t is not None:
+            lo, hi = min(lo, t), max(hi, t)
+    if hi <= lo:
+        hi = lo + 1.0
+    return np.linspace(lo, hi, 61)
+
+
+def _draw_strip(ax, name: str, values, n: int, bins, threshold: float | None, marks: list) -> None:
+    import matplotlib.ticker
+
+    colour = "tab:blue" if is_pass_label(name) else "tab:red"
+    ax.hist(values, bins=bins, color=colour, alpha=0.75, log=True)
+    ax.set_ylim(bottom=0.7)
+    ax.set_ylabel(f"{name}\n(n={n})", rotation=0, ha="right", va="center", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1.2)
+    for t, _ in marks:
+        ax.axvline(t, color="0.45", linestyle=":", linewidth=1.0)
+
+
+def _legend(top, threshold: float | None, marks: list, n_strips: int) -> None:
+    if threshold is not None:
+        top.plot([], [], color="black", linestyle="--", label=f"chosen threshold {threshold:.6g}")
+    if marks:
+        top.plot([], [], color="0.45", linestyle=":", label="min_recall " + ", ".join(
+            f"{r:g} -> {t:.4g}" if isinstance(r, (int, float)) else f"{t:.4g}" for t, r in marks))
+    if threshold is not None or marks:
+        top.legend(loc="upper center", bbox_to_anchor=(0.5, 1.9 if n_strips > 1 else 1.5), ncol=2,
+                   fontsize=7, frameon=False)
 
 
 def plot_scores(scores_df, threshold: float | None, dest: Path, title_note: str,
@@ -142,60 +238,23 @@ def plot_scores(scores_df, threshold: float | None, dest: Path, title_note: str,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
     import numpy as np
 
     from tao_aoi.atomic import atomic_path
 
-    labels = scores_df["label"].astype(str).map(normalize_label)
     scores = scores_df["siamese_score"].astype(float).to_numpy()
     ok = np.isfinite(scores)
-    counts = labels[ok].value_counts()
-    order = sorted(counts.index, key=lambda k: (not is_pass_label(k), -counts[k], k))
-    if len(order) > MAX_STRIPS:  # the rarest NO_PASS labels share one strip
-        keep = set(order[:MAX_STRIPS - 1])
-        labels = labels.where(labels.isin(keep), "OTHER NO_PASS")
-        order = order[:MAX_STRIPS - 1] + ["OTHER NO_PASS"]
-    marks = []
-    for point in curve or []:
-        t = point.get("threshold")
-        if isinstance(t, (int, float)) and math.isfinite(t) and \
-                (threshold is None or t != threshold) and t not in [m[0] for m in marks]:
-            marks.append((float(t), point.get("min_recall")))
-    lo, hi = float(np.nanmin(scores)), float(np.nanmax(scores))
-    for t in [threshold] + [m[0] for m in marks]:
-        if t is not None:
-            lo, hi = min(lo, t), max(hi, t)
-    if hi <= lo:
-        hi = lo + 1.0
-    bins = np.linspace(lo, hi, 61)
+    labels, order = _strips(label_keys(scores_df["label"]), ok)
+    marks = _other_thresholds(threshold, curve)
+    bins = _score_bins(scores, [threshold] + [m[0] for m in marks])
     n = len(order)
     fig, axes = plt.subplots(n, 1, figsize=(8, 1.0 + 0.85 * n), dpi=100, sharex=True,
                              squeeze=False)
     lab = labels.to_numpy()
     for ax, name in zip(axes[:, 0], order):
         sel = ok & (lab == name)
-        colour = "tab:blue" if is_pass_label(name) else "tab:red"
-        ax.hist(scores[sel], bins=bins, color=colour, alpha=0.75, log=True)
-        ax.set_ylim(bottom=0.7)
-        ax.set_ylabel(f"{name}\n(n={int(sel.sum())})", rotation=0, ha="right", va="center",
-                      fontsize=8)
-        ax.tick_params(axis="y", labelsize=7)
-        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        if threshold is not None:
-            ax.axvline(threshold, color="black", linestyle="--", linewidth=1.2)
-        for t, _ in marks:
-            ax.axvline(t, color="0.45", linestyle=":", linewidth=1.0)
-    top = axes[0, 0]
-    if threshold is not None:
-        top.plot([], [], color="black", linestyle="--", label=f"chosen threshold {threshold:.6g}")
-    if marks:
-        top.plot([], [], color="0.45", linestyle=":", label="min_recall " + ", ".join(
-            f"{r:g} -> {t:.4g}" if isinstance(r, (int, float)) else f"{t:.4g}" for t, r in marks))
-    if threshold is not None or marks:
-        top.legend(loc="upper center", bbox_to_anchor=(0.5, 1.9 if n > 1 else 1.5), ncol=2,
-                   fontsize=7, frameon=False)
+        _draw_strip(ax, name, scores[sel], int(sel.sum()), bins, threshold, marks)
+    _legend(axes[0, 0], threshold, marks, n)
     axes[-1, 0].set_xlabel("siamese_score (NO_PASS predicted when score > threshold); counts log-scaled")
     fig.suptitle(f"Score distribution per label ({title_note})", fontsize=9)
     fig.tight_layout()
@@ -228,7 +287,7 @@ def _weakness_table(samples) -> list[str]:
     lines = ["| Label | Kept samples | Min | P25 | Median | P75 | Max | Wrong side |",
              "|---|---|---|---|---|---|---|---|"]
     # groups as the container forms them (and metrics.json per_label keys): stripped, upper-cased
-    for label, grp in samples.groupby(samples["label"].astype(str).map(normalize_label), sort=True):
+    for label, grp in samples.groupby(label_keys(samples["label"]), sort=True):
         w = grp["weakness"].astype(float)
         wrong = int(grp["misclassified"].astype(bool).sum()) if "misclassified" in grp \
             else int((w > 0).sum())
@@ -241,7 +300,7 @@ def _weakness_table(samples) -> list[str]:
 def _topk_table(samples, per_label: int) -> list[str]:
     lines = ["| Rank | Label | Sample (input_path/object_name) | Score | Weakness | Side |",
              "|---|---|---|---|---|---|"]
-    shown = (samples.groupby(samples["label"].astype(str).map(normalize_label), sort=False,
+    shown = (samples.groupby(label_keys(samples["label"]), sort=False,
                              group_keys=False).head(per_label))
     shown = sort_by_weakness(shown)
     for i, rec in enumerate(shown.to_dict(orient="records"), 1):
@@ -255,7 +314,7 @@ def _topk_table(samples, per_label: int) -> list[str]:
 def _per_label_table(m: dict, samples) -> list[str]:
     kept = {}
     if samples is not None and "label" in samples.columns:
-        kept = samples["label"].astype(str).map(normalize_label).value_counts().to_dict()
+        kept = label_keys(samples["label"]).value_counts().to_dict()
     lines = ["| Label | Class | Rows | Misclassified | Error rate | Mean weakness | "
              "Median weakness | Max weakness | Kept samples |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -343,14 +402,37 @@ def render(art: Artifacts, scores_note: str | None, per_label_rows: int = TOP_RO
     if m is None:
         raise UsageError(f"{art.dir}/metrics.json is missing: run the gap analysis first")
     samples = art.samples
+    out += _verdict_section(art, m)
+    out += _threshold_section(art, m, scores_note, plot_written)
+    out += _weakness_section(art, samples)
+    out += _topk_section(m, samples, per_label_rows)
+    out += _spot_section(art)
     vi = rr.RCA_SECTIONS
-    out += [_heading(1, vi[0]), ""] + degenerate_lead(m, art.threshold_shown)
-    out += [placeholder("verdict", "2-4 sentences: is the model usable at this threshold, "
-                        "what dominates the errors (FP vs FN, which labels), and whether the spot "
-                        "check points at data or model problems."), "",
-            f"At threshold {art.threshold_shown} the model reaches NO_PASS recall {_f(m.get('recall'))}"
-            f" with precision {_f(m.get('precision'))} and FAR {_f(m.get('far'))} over "
-            f"{m.get('n_rows', '-')} rows.", ""]
+    out += [_heading(6, vi[5]), "",
+            "Statistics over the full inference CSV (metrics.json per_label); "
+            "kept samples come from kpi_gaps.parquet.", ""]
+    out += _per_label_table(m, samples) + [""]
+    out += [placeholder("per-label", "one or two sentences per label that needs attention."), ""]
+    out += [_heading(7, vi[6]), "",
+            placeholder("actions", "numbered, concrete actions: relabel the rows the spot check "
+                        "found mislabeled, route the weak labels to augmentation/mining, "
+                        "retrain, re-run this analysis."), ""]
+    return "\n".join(out)
+
+
+def _verdict_section(art: Artifacts, m: dict) -> list[str]:
+    out = [_heading(1, rr.RCA_SECTIONS[0]), ""] + degenerate_lead(m, art.threshold_shown)
+    return out + [
+        placeholder("verdict", "2-4 sentences: is the model usable at this threshold, "
+                    "what dominates the errors (FP vs FN, which labels), and whether the spot "
+                    "check points at data or model problems."), "",
+        f"At threshold {art.threshold_shown} the model reaches NO_PASS recall {_f(m.get('recall'))}"
+        f" with precision {_f(m.get('precision'))} and FAR {_f(m.get('far'))} over "
+        f"{m.get('n_rows', '-')} rows.", ""]
+
+
+def _threshold_section(art: Artifacts, m: dict, scores_note: str | None,
+                       plot_written: bool) -> list[str]:
     cands = m.get("n_candidates")
     meet = m.get("n_candidates_meeting_recall")
     mode = m.get("threshold_mode", "sweep")
@@ -359,7 +441,8 @@ def render(art: Artifacts, scores_note: str | None, per_label_rows: int = TOP_RO
            "them was chosen (ties: higher precision, then higher threshold)."
            if mode == "sweep" else
            f"Mode `{mode}`: the threshold was fixed by the caller, no sweep was run.")
-    out += [_heading(2, vi[1]), "", how, ""] + _metrics_table(m, art.threshold_shown) + [""]
+    out = [_heading(2, rr.RCA_SECTIONS[1]), "", how, ""] + _metrics_table(m, art.threshold_shown) + [""]
+    # a degenerate threshold already shows the curve in the Verdict
     if m.get("operating_curve") and not m.get("degenerate_threshold"):
         out += ["What each recall target would cost (same rule; metrics.json operating_curve):",
                 ""] + _curve_table(m["operating_curve"], m.get("threshold")) + [""]
@@ -367,10 +450,12 @@ def render(art: Artifacts, scores_note: str | None, per_label_rows: int = TOP_RO
         out += [f"![Score distribution per label with the threshold]({PLOT_NAME})", "",
                 f"Histogram of {scores_note}, one strip per label, counts log-scaled; dashed "
                 "line = chosen threshold, dotted = the other recall targets' thresholds.", ""]
-    out += [placeholder("threshold", "explain what the operating point costs: how many PASS "
-                        "rows are false alarms, and where the two score populations overlap."), ""]
+    return out + [placeholder("threshold", "explain what the operating point costs: how many PASS "
+                              "rows are false alarms, and where the two score populations overlap."), ""]
 
-    out += [_heading(3, vi[2]), ""]
+
+def _weakness_section(art: Artifacts, samples) -> list[str]:
+    out = [_heading(3, rr.RCA_SECTIONS[2]), ""]
     if samples is not None and len(samples):
         out += ["Signed weakness of the kept samples (one per input_path/object_name, first "
                 "lighting); positive = wrong side of the threshold, value = margin.", ""]
@@ -379,10 +464,12 @@ def render(art: Artifacts, scores_note: str | None, per_label_rows: int = TOP_RO
         out += ["kpi_gaps.parquet holds no rows.", ""]
     if art.breakdown:
         out += ["weak_samples_breakdown.txt:", "", "```text", art.breakdown, "```", ""]
-    out += [placeholder("weakness", "which labels sit furthest on the wrong side, and which are "
-                        "only marginal (right side, small margin)."), ""]
+    return out + [placeholder("weakness", "which labels sit furthest on the wrong side, and which "
+                              "are only marginal (right side, small margin)."), ""]
 
-    out += [_heading(4, vi[3]), ""]
+
+def _topk_section(m: dict, samples, per_label_rows: int) -> list[str]:
+    out = [_heading(4, rr.RCA_SECTIONS[3]), ""]
     topk = m.get("top_k_per_label")
     out += [f"Selection `{m.get('selection_mode', '-')}` with top_k_per_label = {topk}: "
             f"{m.get('kept_rows', '-')} samples kept, {m.get('expanded_rows', '-')} rows after "
@@ -391,10 +478,12 @@ def render(art: Artifacts, scores_note: str | None, per_label_rows: int = TOP_RO
             f"{per_label_rows} weakest samples of each label, one row per sample.", ""]
     if samples is not None and len(samples):
         out += _topk_table(samples, per_label_rows) + [""]
-    out += [placeholder("topk", "what the weakest samples have in common (same boards, same "
-                        "components, score clusters)."), ""]
+    return out + [placeholder("topk", "what the weakest samples have in common (same boards, same "
+                              "components, score clusters)."), ""]
 
-    out += [_heading(5, vi[4]), ""]
+
+def _spot_section(art: Artifacts) -> list[str]:
+    out = [_heading(5, rr.RCA_SECTIONS[4]), ""]
     if art.spot and art.spot.get("first_lighting"):
         out += [f"Five weakest PASS and five weakest NO_PASS samples, first lighting "
                 f"`{art.spot['first_lighting']}`, thumbnails 128x128 in `rca_images/`.", ""]
@@ -407,20 +496,8 @@ def render(art: Artifacts, scores_note: str | None, per_label_rows: int = TOP_RO
                     + ("; the golden's lightings beside them" if lay.get("golden") else "")
                     + ". Per-sample panels are in `rca_images/samples/`.", ""]
     out += _spot_table(art.spot) + [""]
-    out += [placeholder("spot-check", "view each image, write one verdict per row ("
-                        + ", ".join(rr.VERDICTS) + ") and summarise what you saw."), ""]
-
-    out += [_heading(6, vi[5]), "",
-            "Statistics over the full inference CSV (metrics.json per_label); "
-            "kept samples come from kpi_gaps.parquet.", ""]
-    out += _per_label_table(m, samples) + [""]
-    out += [placeholder("per-label", "one or two sentences per label that needs attention."), ""]
-
-    out += [_heading(7, vi[6]), "",
-            placeholder("actions", "numbered, concrete actions: relabel the rows the spot check "
-                        "found mislabeled, route the weak labels to augmentation/mining, "
-                        "retrain, re-run this analysis."), ""]
-    return "\n".join(out)
+    return out + [placeholder("spot-check", "view each image, write one verdict per row ("
+                              + ", ".join(rr.VERDICTS) + ") and summarise what you saw."), ""]
 
 
 def _render_unreachable(art: Artifacts) -> list[str]:
@@ -450,6 +527,7 @@ def draft(results_dir: str | os.PathLike, inference_dir: str | None = None,
     results = Path(results_dir)
     if not results.is_dir():
         raise UsageError(f"results dir not found: {results}")
+    atomic.settle(results)  # finish a set a killed run committed before reading it
     art = Artifacts(results)
     if art.unreachable is None and art.metrics is None:
         raise UsageError(f"{results} holds neither metrics.json nor {rr.RCA_UNREACHABLE_FILE}: "
@@ -477,7 +555,7 @@ def draft(results_dir: str | os.PathLike, inference_dir: str | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="draft_report.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Pre-fill the RCA report from a gap-analysis results folder: metrics, "
                     "confusion matrix, threshold, score histogram (score_distribution.png), "

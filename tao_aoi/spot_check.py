@@ -45,7 +45,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from tao_aoi.cli import UsageError
+from tao_aoi import atomic
+from tao_aoi.cli import OneLineParser, UsageError
 from tao_aoi import contract as rr
 from tao_aoi.labels import is_pass_label, normalize_label
 from tao_aoi.parquet_tools import (dedupe_first_lighting, lighting_of, read_lightings,
@@ -167,18 +168,22 @@ def _media_root(filepath: str, input_path: str, object_name: str, light: str, ex
     return fallback
 
 
-def _spec_value(results: Path, key: str) -> str | None:
+def _spec_values(results: Path, keys: Sequence[str]) -> dict[str, str | None]:
+    """The non-empty string values of ``keys`` in the run's vcn_aoi_spec.yaml (parsed once);
+    ``None`` for each key when the spec is absent or unreadable."""
+    found: dict[str, str | None] = dict.fromkeys(keys)
     spec = results / "vcn_aoi_spec.yaml"
     if not spec.is_file():
-        return None
+        return found
     try:
         import yaml
 
         doc = yaml.safe_load(spec.read_text(encoding="utf-8")) or {}
-        value = doc.get(key)
+        values = {key: doc.get(key) for key in keys}
     except Exception:
-        return None
-    return str(value) if isinstance(value, str) and value.strip() else None
+        return found
+    return {key: str(value) if isinstance(value, str) and value.strip() else None
+            for key, value in values.items()}
 
 
 # --------------------------------------------------------------------------- drawing
@@ -372,6 +377,36 @@ def check_output_dirs(results_dir: str | os.PathLike) -> None:
 
 
 # --------------------------------------------------------------------------- main work
+class _Run:
+    """What one spot check reads: kpi_gaps.parquet, the layout, where each image lies."""
+
+    def __init__(self, results_dir: Path, lightings: Sequence[str], image_ext: str,
+                 train_config: str | os.PathLike | None):
+        self.df = read_parquet(results_dir / "kpi_gaps.parquet", required=REQUIRED)
+        self.lightings = list(lightings)
+        if not image_ext:
+            image_ext = Path(str(self.df["filepath"].iloc[0])).suffix if len(self.df) else ""
+        self.image_ext = image_ext
+        spec = _spec_values(results_dir, ("train_config", "kpi_media_path"))
+        if train_config is None:
+            train_config = spec["train_config"]
+        self.layout = grid_for(self.lightings, read_layout(train_config))
+        self.has_golden = "golden_path" in self.df.columns
+        self.spec_root = spec["kpi_media_path"]
+        self.groups = self._image_paths()
+
+    def _image_paths(self) -> dict:
+        """(input_path, object_name) -> lighting -> filepath, as kpi_gaps.parquet lists them."""
+        df = self.df
+        light_col = lighting_of(df, self.lightings, self.image_ext)
+        groups: dict = {}
+        for ip, obj, light, fp in zip(df["input_path"].astype(str), df["object_name"].astype(str),
+                                      light_col, df["filepath"].astype(str)):
+            if light is not None:
+                groups.setdefault((ip, obj), {}).setdefault(str(light), fp)
+        return groups
+
+
 def _sample_paths(groups: dict, rec: dict, lightings: Sequence[str], ext: str,
                   spec_root: str | None) -> tuple[dict, str | None]:
     """lighting -> image path of one sample, and the media root its paths sit under."""
@@ -391,110 +426,100 @@ def _sample_paths(groups: dict, rec: dict, lightings: Sequence[str], ext: str,
     return {light: paths[light] for light in lightings}, root
 
 
-def run_spot_check(results_dir: str | os.PathLike, lightings: Sequence[str], image_ext: str = "",
-                   per_class: int = PER_CLASS, size: int = THUMB_SIZE,
-                   train_config: str | os.PathLike | None = None) -> dict:
-    """Pick the samples, write thumbnails, panels, the sheet and spot_check.json; return the
-    JSON document."""
-    results_dir = Path(results_dir)
-    check_output_dirs(results_dir)
-    df = read_parquet(results_dir / "kpi_gaps.parquet", required=REQUIRED)
-    lightings = list(lightings)
-    if not image_ext:
-        suffix = Path(str(df["filepath"].iloc[0])).suffix if len(df) else ""
-        image_ext = suffix
-    pass_rows, no_pass_rows = pick(df, lightings, image_ext, per_class)
-    if train_config is None:
-        train_config = _spec_value(results_dir, "train_config")
-    layout = grid_for(lightings, read_layout(train_config))
-    has_golden = "golden_path" in df.columns
-    spec_root = _spec_value(results_dir, "kpi_media_path")
-    light_col = lighting_of(df, lightings, image_ext)
-    groups: dict = {}
-    for ip, obj, light, fp in zip(df["input_path"].astype(str), df["object_name"].astype(str),
-                                  light_col, df["filepath"].astype(str)):
-        if light is not None:
-            groups.setdefault((ip, obj), {}).setdefault(str(light), fp)
+def _sample(run: _Run, rank: int, cls: str, rec: dict) -> dict:
+    """One picked sample as spot_check.json lists it; ``image`` and ``status`` are set when
+    its thumbnail is written, ``_paths`` / ``_golden_paths`` are for drawing only."""
+    lightings, ext = run.lightings, run.image_ext
+    name = f"{rank:02d}_{_safe(normalize_label(rec['label']))}_{_safe(rec['object_name'])}.png"
+    weakness = _float(rec["weakness"])
+    paths, root = _sample_paths(run.groups, rec, lightings, ext, run.spec_root)
+    golden_dir = _text(rec.get("golden_path")) if run.has_golden else None
+    golden_paths = None
+    if golden_dir is not None:
+        golden_dir = os.path.join(root or "", golden_dir)
+        golden_paths = {light: os.path.join(golden_dir, f"{rec['object_name']}_{light}{ext}")
+                        for light in lightings}
+    return {
+        "rank": rank, "class": cls, "label": str(rec["label"]),
+        "input_path": str(rec["input_path"]), "object_name": str(rec["object_name"]),
+        "lighting": str(rec.get("lighting", "")) if rec.get("lighting") is not None else "",
+        "siamese_score": _float(rec["siamese_score"]), "weakness": weakness,
+        "misclassified": bool(rec["misclassified"]) if "misclassified" in rec
+        else (weakness is not None and weakness > 0),
+        "source": str(rec["filepath"]), "image": f"{rr.RCA_IMAGES_DIR}/{name}", "status": "ok",
+        "verdict": "",
+        "lightings": [paths[light] for light in lightings],
+        "golden": golden_dir,
+        "golden_lightings": ([golden_paths[light] for light in lightings]
+                             if golden_paths else None),
+        "panel": f"{rr.RCA_IMAGES_DIR}/{PANELS_DIR}/{name}",
+        "tiles": len(lightings) * (2 if run.has_golden else 1),
+        "_paths": paths, "_golden_paths": golden_paths,
+    }
 
+
+def _image_dir(results_dir: Path) -> Path:
+    """rca_images/ and its samples/ folder, created inside the results folder; the previous
+    spot check's images removed. Returns where rca_images really is."""
     from tao_aoi.paths import PathEscape, ensure_dir_within
 
     img_dir = results_dir / rr.RCA_IMAGES_DIR
     try:  # every component checked before it is created: nothing goes through a link out
         # write where the checked path really is, not through the name again
         img_dir = ensure_dir_within(img_dir, results_dir, "rca_images")
-        check_output_dirs(results_dir)
         _remove_previous(img_dir)
         ensure_dir_within(img_dir / PANELS_DIR, results_dir, "rca_images/samples")
     except PathEscape as exc:
         raise UsageError(f"{exc}: refusing to write there; remove the link and rerun") from None
+    return img_dir
 
-    samples = []
-    n = 0
-    for cls, rows in (("PASS", pass_rows), ("NO_PASS", no_pass_rows)):
-        for rec in rows.to_dict(orient="records"):
-            n += 1
-            name = f"{n:02d}_{_safe(normalize_label(rec['label']))}_{_safe(rec['object_name'])}.png"
-            src = str(rec["filepath"])
-            status, image = "ok", f"{rr.RCA_IMAGES_DIR}/{name}"
-            if not os.path.exists(src):
-                status = "missing"
-            else:
-                try:
-                    square_thumbnail(src, img_dir / name, size)
-                except Exception as exc:
-                    status = f"unreadable ({type(exc).__name__})"
-            if status != "ok":
-                # a labelled stand-in keeps the table complete (one linked image per row)
-                image = f"{rr.RCA_IMAGES_DIR}/{name[:-4]}_NO-IMAGE.png"
-                _placeholder(results_dir / image, size, status)
-            weakness = _float(rec["weakness"])
-            paths, root = _sample_paths(groups, rec, lightings, image_ext, spec_root)
-            golden_dir = _text(rec.get("golden_path")) if has_golden else None
-            golden_paths = None
-            if golden_dir is not None:
-                golden_dir = os.path.join(root or "", golden_dir)
-                golden_paths = {light: os.path.join(golden_dir, f"{rec['object_name']}_{light}{image_ext}")
-                                for light in lightings}
-            samples.append({
-                "rank": n, "class": cls, "label": str(rec["label"]),
-                "input_path": str(rec["input_path"]), "object_name": str(rec["object_name"]),
-                "lighting": str(rec.get("lighting", "")) if rec.get("lighting") is not None else "",
-                "siamese_score": _float(rec["siamese_score"]), "weakness": weakness,
-                "misclassified": bool(rec["misclassified"]) if "misclassified" in rec
-                else (weakness is not None and weakness > 0),
-                "source": src, "image": image, "status": status, "verdict": "",
-                "lightings": [paths[light] for light in lightings],
-                "golden": golden_dir,
-                "golden_lightings": ([golden_paths[light] for light in lightings]
-                                     if golden_paths else None),
-                "panel": f"{rr.RCA_IMAGES_DIR}/{PANELS_DIR}/{name}",
-                "tiles": len(lightings) * (2 if has_golden else 1),
-                "_paths": paths, "_golden_paths": golden_paths,
-            })
 
-    # panels (large tiles) and the one-call sheet (small tiles), from the same loaded images
+def _write_thumbnail(sample: dict, results_dir: Path, img_dir: Path, size: int) -> None:
+    """The sample's first lighting as a thumbnail, or a labelled stand-in (status says why)."""
+    src, name = sample["source"], Path(sample["image"]).name
+    if not os.path.exists(src):
+        sample["status"] = "missing"
+    else:
+        try:
+            square_thumbnail(src, img_dir / name, size)
+        except Exception as exc:
+            sample["status"] = f"unreadable ({type(exc).__name__})"
+    if sample["status"] != "ok":
+        # a labelled stand-in keeps the table complete (one linked image per row)
+        sample["image"] = f"{rr.RCA_IMAGES_DIR}/{name[:-4]}_NO-IMAGE.png"
+        _placeholder(results_dir / sample["image"], size, sample["status"])
+
+
+def _write_panels(samples: list[dict], layout: tuple, golden: bool, results_dir: Path,
+                  img_dir: Path) -> dict:
+    """Panels (large tiles) and the one-call sheet (small tiles), from the same loaded
+    images; sets each sample's ``missing_tiles``. Returns spot_check.json's ``sheet``."""
     cols = layout[0]
     images = _Images()
-    panel_tile = _tile_for(cols, has_golden, SHEET_MAX_W, PANEL_TILE_MAX)
-    sheet_tile = _tile_for(cols, has_golden, (SHEET_MAX_W - 3 * SHEET_MARGIN) // 2, SHEET_TILE_MAX)
+    panel_tile = _tile_for(cols, golden, SHEET_MAX_W, PANEL_TILE_MAX)
+    sheet_tile = _tile_for(cols, golden, (SHEET_MAX_W - 3 * SHEET_MARGIN) // 2, SHEET_TILE_MAX)
     if sheet_tile < 64:
-        sheet_tile = _tile_for(cols, has_golden, SHEET_MAX_W - 2 * SHEET_MARGIN, SHEET_TILE_MAX)
+        sheet_tile = _tile_for(cols, golden, SHEET_MAX_W - 2 * SHEET_MARGIN, SHEET_TILE_MAX)
     sheet_tile = max(sheet_tile, min(SHEET_TILE_MIN, panel_tile))
     small = []
     for s in samples:
-        big, missing = render_panel(s, layout, has_golden, panel_tile, images)
+        big, missing = render_panel(s, layout, golden, panel_tile, images)
         _save_png(big, results_dir / s["panel"])
-        small.append(render_panel(s, layout, has_golden, sheet_tile, images)[0])
+        small.append(render_panel(s, layout, golden, sheet_tile, images)[0])
         s["missing_tiles"] = missing
-    sheet, geometry = render_sheet(samples, small, layout, has_golden, sheet_tile)
+    sheet, geometry = render_sheet(samples, small, layout, golden, sheet_tile)
     _save_png(sheet, img_dir / SHEET_NAME)
-    for s in samples:
-        del s["_paths"], s["_golden_paths"]
+    return {"image": f"{rr.RCA_IMAGES_DIR}/{SHEET_NAME}", "width": sheet.width,
+            "height": sheet.height, "tile": sheet_tile, "panel_tile": panel_tile, **geometry}
 
+
+def _notes(samples: list[dict], per_class: int) -> list[str]:
+    """Short classes and stand-in images, each a line for the agent."""
     notes = []
-    for cls, rows in (("PASS", pass_rows), ("NO_PASS", no_pass_rows)):
-        if len(rows) < per_class:
-            notes.append(f"only {len(rows)} {cls} sample(s) in kpi_gaps.parquet "
+    for cls in ("PASS", "NO_PASS"):
+        taken = sum(s["class"] == cls for s in samples)
+        if taken < per_class:
+            notes.append(f"only {taken} {cls} sample(s) in kpi_gaps.parquet "
                          f"(wanted {per_class}); took what exists")
     bad = [s for s in samples if s["status"] != "ok"]
     if bad:
@@ -507,15 +532,36 @@ def run_spot_check(results_dir: str | os.PathLike, lightings: Sequence[str], ima
                      "stand-ins (missing or unreadable lighting/golden images): "
                      + ", ".join(f"#{s['rank']:02d} {s['missing_tiles']}" for s in samples
                                  if s["missing_tiles"]))
-    doc = {"first_lighting": lightings[0] if lightings else None, "per_class": per_class,
-           "size": size,
+    return notes
+
+
+def run_spot_check(results_dir: str | os.PathLike, lightings: Sequence[str], image_ext: str = "",
+                   per_class: int = PER_CLASS, size: int = THUMB_SIZE,
+                   train_config: str | os.PathLike | None = None) -> dict:
+    """Pick the samples, write thumbnails, panels, the sheet and spot_check.json; return the
+    JSON document."""
+    results_dir = Path(results_dir)
+    check_output_dirs(results_dir)
+    atomic.settle(results_dir)  # finish a set a killed run committed before reading it
+    run = _Run(results_dir, lightings, image_ext, train_config)
+    pass_rows, no_pass_rows = pick(run.df, run.lightings, run.image_ext, per_class)
+    img_dir = _image_dir(results_dir)
+    samples = []
+    for cls, rows in (("PASS", pass_rows), ("NO_PASS", no_pass_rows)):
+        for rec in rows.to_dict(orient="records"):
+            samples.append(_sample(run, len(samples) + 1, cls, rec))
+            _write_thumbnail(samples[-1], results_dir, img_dir, size)
+    sheet = _write_panels(samples, run.layout, run.has_golden, results_dir, img_dir)
+    for s in samples:
+        del s["_paths"], s["_golden_paths"]
+    layout = run.layout
+    doc = {"first_lighting": run.lightings[0] if run.lightings else None,
+           "per_class": per_class, "size": size,
            "layout": {"columns": layout[0], "rows": layout[1], "cells": layout[2],
-                      "how": layout[3], "golden": has_golden,
+                      "how": layout[3], "golden": run.has_golden,
                       "golden_rule": "<kpi_media_path>/<golden_path>/<object_name>_<light><image_ext>"},
-           "sheet": {"image": f"{rr.RCA_IMAGES_DIR}/{SHEET_NAME}", "width": sheet.width,
-                     "height": sheet.height, "tile": sheet_tile, "panel_tile": panel_tile,
-                     **geometry},
-           "missing_tiles": n_missing, "samples": samples, "notes": notes}
+           "sheet": sheet, "missing_tiles": sum(s["missing_tiles"] for s in samples),
+           "samples": samples, "notes": _notes(samples, per_class)}
     from tao_aoi.atomic import write_text
 
     write_text(img_dir / SPOT_CHECK_JSON, json.dumps(doc, indent=2) + "\n")
@@ -580,7 +626,7 @@ def markdown_table(doc: dict, verdicts: bool = True) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="spot_check.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Pick the 5 weakest PASS and 5 weakest NO_PASS samples from "
                     "<results_dir>/kpi_gaps.parquet (one per input_path/object_name, first "
@@ -612,28 +658,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         lightings, ext = read_lightings(args.train_config)
     else:
         lightings, ext = _lightings_from_metrics(results)
-    check_output_dirs(results)
     doc = run_spot_check(results, lightings, ext, args.per_class, args.size,
                          train_config=args.train_config)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:
-        print(f"spot check: {sum(s['class'] == 'PASS' for s in doc['samples'])} PASS + "
-              f"{sum(s['class'] == 'NO_PASS' for s in doc['samples'])} NO_PASS samples, "
-              f"first lighting {doc['first_lighting']}, thumbnails in "
-              f"{results / rr.RCA_IMAGES_DIR}")
-        lay = doc["layout"]
-        print(f"sheet: {results / doc['sheet']['image']} ({doc['sheet']['width']}x"
-              f"{doc['sheet']['height']} px; {len(doc['samples'])} samples, each "
-              f"{len(lightings)} lightings as {lay['how']}"
-              + (", golden beside" if lay["golden"] else ", no golden_path column") + ")")
-        print(markdown_table(doc))
-        print("View the sheet first (one Read call); open a sample's panel "
-              f"(rca_images/{PANELS_DIR}/NN_*.png) or a single image only where the sheet is "
-              "not enough. Give each row one verdict: " + ", ".join(rr.VERDICTS) + ".")
+        _print_summary(doc, results, len(lightings))
     for note in doc["notes"]:
         print(note)
     return 0
+
+
+def _print_summary(doc: dict, results: Path, n_lightings: int) -> None:
+    """What was picked, where the sheet is, and the table to fill with verdicts."""
+    print(f"spot check: {sum(s['class'] == 'PASS' for s in doc['samples'])} PASS + "
+          f"{sum(s['class'] == 'NO_PASS' for s in doc['samples'])} NO_PASS samples, "
+          f"first lighting {doc['first_lighting']}, thumbnails in "
+          f"{results / rr.RCA_IMAGES_DIR}")
+    lay = doc["layout"]
+    print(f"sheet: {results / doc['sheet']['image']} ({doc['sheet']['width']}x"
+          f"{doc['sheet']['height']} px; {len(doc['samples'])} samples, each "
+          f"{n_lightings} lightings as {lay['how']}"
+          + (", golden beside" if lay["golden"] else ", no golden_path column") + ")")
+    print(markdown_table(doc))
+    print("View the sheet first (one Read call); open a sample's panel "
+          f"(rca_images/{PANELS_DIR}/NN_*.png) or a single image only where the sheet is "
+          "not enough. Give each row one verdict: " + ", ".join(rr.VERDICTS) + ".")
 
 
 def _lightings_from_metrics(results: Path) -> tuple[list[str], str]:
@@ -641,9 +691,12 @@ def _lightings_from_metrics(results: Path) -> tuple[list[str], str]:
     try:
         m = json.loads(metrics.read_text(encoding="utf-8"))
         lightings = [str(x) for x in m["lightings"]]
-        if not lightings:
+        ext = str(m.get("image_ext") or "")
+        # a '/' or '..' would point the image paths outside kpi_media_path/input_path
+        if not lightings or any("/" in x or "\\" in x or x in ("", ".", "..") for x in lightings) \
+                or "/" in ext or "\\" in ext:
             raise ValueError
-        return lightings, str(m.get("image_ext") or "")
+        return lightings, ext
     except Exception:
-        raise UsageError(f"no --train-config given and {metrics} has no 'lightings' list; "
-                         "pass --train-config") from None
+        raise UsageError(f"no --train-config given and {metrics} has no 'lightings' list of "
+                         "plain names; pass --train-config") from None

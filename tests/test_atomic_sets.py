@@ -293,3 +293,18 @@ def test_route_samples_killed_at_every_rename(tmp_path, child):
         _run(argv(pools[1]))
         pause_at += 1
     assert pause_at == len(new) + 2
+
+
+@pytest.mark.slow
+def test_a_reader_finishes_the_set_before_reading_it(gap_experiment, child):
+    """The report draft (like the report hook, the spot check, the iteration comparison and
+    the packaging) settles the folder first: it never describes a half-renamed set."""
+    exp, results = gap_experiment, gap_experiment["results"]
+    _run(_gap_argv(exp, 5))
+    new = snapshot(results)
+    _run(_gap_argv(exp, 1))
+    assert child(results, 3, *_gap_argv(exp, 5))
+    assert {n: snapshot(results)[n] for n in new} != new  # mid-swap
+    _run([str(REPO / "scripts" / "draft_report.py"), str(results), "--no-plot"])
+    assert {n: snapshot(results)[n] for n in new} == new
+    assert hidden(results) == []

@@ -194,7 +194,7 @@ def test_degenerate_threshold_leads_the_verdict(tmp_path):
     thr = section_text(md, "Threshold Selection")
     assert "| Threshold | below every score (-5e-324) (sweep) |" in thr
     # the report hook reads the readable form as the threshold of threshold.txt
-    from tao_aoi.hooks.report_check import same_threshold, stated_thresholds
+    from tao_aoi.hooks.report_rca_numbers import same_threshold, stated_thresholds
     assert any(same_threshold(v, "-5e-324") for v in stated_thresholds(verdict))
     assert any(same_threshold(v, "-5e-324") for v in stated_thresholds(thr))
 

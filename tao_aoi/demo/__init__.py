@@ -73,7 +73,9 @@ def main(argv=None) -> int:
     import sys
     import time
 
-    parser = argparse.ArgumentParser(
+    from tao_aoi.cli import OneLineParser
+
+    parser = OneLineParser(
         prog="demo.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run the AOI loop end to end on a synthetic VCN experiment, offline and "
                     "on the CPU: generate the experiment, run the RCA skill's recipe (local "
@@ -85,6 +87,10 @@ def main(argv=None) -> int:
                         help="folder for everything the demo writes (default ./demo_workspace)")
     parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     args = parser.parse_args(argv)
+    if args.seed < 0:  # numpy refuses it, after the workspace was made: say so before
+        from tao_aoi.cli import UsageError
+
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
     start = time.monotonic()
     ws = Path(os.path.abspath(args.workspace))
     _prepare_workspace(ws)

@@ -78,62 +78,76 @@ def _fmt(x, d=4):
 
 
 def _prose(rca_dir: Path, spot: dict) -> dict[str, str]:
+    """Demo text for each AGENT placeholder of the draft, by placeholder id."""
     m = json.loads((rca_dir / "metrics.json").read_text(encoding="utf-8"))
-    cm = m["confusion_matrix"]
     t_file = rca_dir / "threshold.txt"  # written only after a sweep; metrics.json always has it
     thr = t_file.read_text(encoding="utf-8").strip() if t_file.is_file() else repr(float(m["threshold"]))
-    per = m["per_label"]
-    no_pass = {k: v for k, v in per.items() if not is_pass_label(k)}
-    pass_like = {k: v for k, v in per.items() if is_pass_label(k)}
+    no_pass = {k: v for k, v in m["per_label"].items() if not is_pass_label(k)}
     hardest = sorted(no_pass, key=lambda k: -(no_pass[k].get("max_weakness") or -9))
+    lowest = min(no_pass.items(), key=lambda kv: -(kv[1].get("max_weakness") or 0))[0] if no_pass else "-"
+    t = DEMO_TAG
+    return {
+        "verdict": _verdict_prose(m, thr, lowest, spot),
+        "threshold": (
+            f"{t} {m['n_candidates']} candidate thresholds were scored and "
+            f"{m['n_candidates_meeting_recall']} keep full NO_PASS recall; the best F1 among them "
+            f"is {_fmt(m['f1'])}. The histogram shows why the price is high: the NO_PASS tail "
+            "reaches down into the PASS mode, so every PASS row scoring above the lowest defect "
+            "becomes a false alarm. Relaxing min_recall slightly, or cleaning the few NO_PASS rows "
+            "that sit at the bottom of that tail, would move the threshold up considerably."),
+        "weakness": (
+            f"{t} Positive weakness means the wrong side of the threshold. The PASS rows carry the "
+            "large positive margins (false alarms with scores far above the threshold), while the "
+            "defect labels are on the right side by construction at this recall target; their "
+            "smallest margins show how close each defect class is to being missed. Labels whose "
+            "median margin is small are the ones most at risk when the threshold moves."),
+        "topk": (
+            f"{t} The top of the ranking is dominated by PASS samples with very high scores; in this "
+            "synthetic set those are the rows whose images show a defect although the CSV says "
+            f"PASS. Among the defect labels, {', '.join(hardest[:2])} provide the weakest samples, "
+            f"each kept up to top_k_per_label = {m['top_k_per_label']} and expanded over "
+            f"{len(m['lightings'])} lightings for downstream routing and mining."),
+        "spot-check": _spot_prose(spot),
+        "per-label": _per_label_prose(m["per_label"]),
+        "actions": _actions_prose(hardest),
+    }
+
+
+def _verdict_prose(m: dict, thr: str, lowest: str, spot: dict) -> str:
+    cm = m["confusion_matrix"]
     counts: dict[str, int] = {}
     for s in spot["samples"]:
         counts[s["verdict"].split(" (")[0]] = counts.get(s["verdict"].split(" (")[0], 0) + 1
     verdict_text = ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    lowest = min(no_pass.items(), key=lambda kv: -(kv[1].get("max_weakness") or 0))[0] if no_pass else "-"
-    t = DEMO_TAG
-    out = {}
-    out["verdict"] = (
-        f"{t} At the swept threshold {thr} the synthetic model keeps every defect (recall "
+    return (
+        f"{DEMO_TAG} At the swept threshold {thr} the synthetic model keeps every defect (recall "
         f"{_fmt(m['recall'])}, FN = {cm['fn']}) but pays with {cm['fp']} false alarms out of "
         f"{m['n_pass']} PASS rows (FAR {_fmt(m['far'])}, precision {_fmt(m['precision'])}). "
         f"The recall target of {m['min_recall']} forces the threshold down to the lowest-scoring "
         f"defect, which here is a {lowest} sample sitting inside the PASS score cloud. "
         f"The spot check found {verdict_text}, so part of the gap is label noise rather than "
         "model weakness.")
-    out["threshold"] = (
-        f"{t} {m['n_candidates']} candidate thresholds were scored and "
-        f"{m['n_candidates_meeting_recall']} keep full NO_PASS recall; the best F1 among them "
-        f"is {_fmt(m['f1'])}. The histogram shows why the price is high: the NO_PASS tail "
-        "reaches down into the PASS mode, so every PASS row scoring above the lowest defect "
-        "becomes a false alarm. Relaxing min_recall slightly, or cleaning the few NO_PASS rows "
-        "that sit at the bottom of that tail, would move the threshold up considerably.")
-    out["weakness"] = (
-        f"{t} Positive weakness means the wrong side of the threshold. The PASS rows carry the "
-        "large positive margins (false alarms with scores far above the threshold), while the "
-        "defect labels are on the right side by construction at this recall target; their "
-        "smallest margins show how close each defect class is to being missed. Labels whose "
-        "median margin is small are the ones most at risk when the threshold moves.")
-    out["topk"] = (
-        f"{t} The top of the ranking is dominated by PASS samples with very high scores; in this "
-        "synthetic set those are the rows whose images show a defect although the CSV says "
-        f"PASS. Among the defect labels, {', '.join(hardest[:2])} provide the weakest samples, "
-        f"each kept up to top_k_per_label = {m['top_k_per_label']} and expanded over "
-        f"{len(m['lightings'])} lightings for downstream routing and mining.")
-    lines = [f"{t} Verdicts were assigned by a fixed rule, not by a person: very dark "
+
+
+def _spot_prose(spot: dict) -> str:
+    lines = [f"{DEMO_TAG} Verdicts were assigned by a fixed rule, not by a person: very dark "
              "thumbnails are data quality, margins below 0.05 are edge cases, PASS rows more "
              "than 0.3 on the wrong side are treated as mislabeled, the rest as systematic."]
     for s in spot["samples"]:
         lines.append(f"Sample {s['rank']} ({s['label']}, {s['input_path']}/{s['object_name']}, "
                      f"weakness {_fmt(s['weakness'])}): {s['verdict'].split(' (')[0]}.")
-    out["spot-check"] = "\n".join(lines)
-    per_lines = [f"{t}"]
+    return "\n".join(lines)
+
+
+def _per_label_prose(per: dict) -> str:
+    per_lines = [f"{DEMO_TAG}"]
     for label in sorted(per, key=lambda k: (not is_pass_label(k), k)):
         s = per[label]
-        side = ("below" if label in pass_like else "above") + " the threshold"
+        is_pass = is_pass_label(label)
+        side = ("below" if is_pass else "above") + " the threshold"
         worst = s.get("max_weakness")
         if s["n_misclassified"]:
-            what = "false alarms" if label in pass_like else "missed defects"
+            what = "false alarms" if is_pass else "missed defects"
             per_lines.append(f"- {label}: {s['n_misclassified']} of {s['total']} rows are {what}; "
                              f"the worst is {_fmt(worst)} on the wrong side (median "
                              f"{_fmt(s['median_weakness'])}).")
@@ -141,9 +155,12 @@ def _prose(rca_dir: Path, spot: dict) -> dict[str, str]:
             per_lines.append(f"- {label}: all {s['total']} rows are on the right side; the "
                              f"closest sits {_fmt(abs(worst or 0))} {side}, the median weakness "
                              f"is {_fmt(s['median_weakness'])}.")
-    out["per-label"] = "\n".join(per_lines)
-    out["actions"] = (
-        f"{t}\n"
+    return "\n".join(per_lines)
+
+
+def _actions_prose(hardest: list[str]) -> str:
+    return (
+        f"{DEMO_TAG}\n"
         "1. Relabel the PASS rows the spot check marks as mislabeled, and review the other "
         "high-score PASS rows of the same boards before the next training run.\n"
         "2. Re-shoot or drop the dark data-quality frames; they teach the model nothing useful.\n"
@@ -153,7 +170,16 @@ def _prose(rca_dir: Path, spot: dict) -> dict[str, str]:
         "the same min_recall and top_k_per_label and compare FAR and precision.\n"
         "5. If the FAR stays high, discuss whether a recall target slightly below 1.0 is "
         "acceptable for the affected defect classes.")
-    return out
+
+
+def check_words(name: str, text: str, limits: tuple[int, int]) -> int:
+    """The report's word count; a demo report must fit its family's word range, as the
+    report check demands."""
+    words = rr.count_words(text)
+    low, high = limits
+    if not low <= words <= high:
+        raise RunFailed(f"demo {name} has {words} words, outside {low}-{high}")
+    return words
 
 
 def write_report(rca_dir: Path) -> tuple[Path, int]:
@@ -185,10 +211,7 @@ def write_report(rca_dir: Path) -> tuple[Path, int]:
     text = _PLACEHOLDER.sub(fill, text)
     text = re.sub(r"<!-- Draft from draft_report\.py:.*?-->\n\n", "", text, flags=re.S)
     text = text.replace("# RCA Report:", "# RCA Report (demo run):", 1)
-    words = rr.count_words(text)
-    lo, hi = rr.RCA_WORDS
-    if not lo <= words <= hi:
-        raise RunFailed(f"demo RCA_Report.md has {words} words, outside {lo}-{hi}")
+    words = check_words("RCA_Report.md", text, rr.RCA_WORDS)
     dest = rca_dir / "RCA_Report.md"
     write_text(dest, text)
     return dest, words

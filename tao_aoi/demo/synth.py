@@ -105,15 +105,8 @@ def draw_component(kind: str, light: str, rng: np.random.Generator, dark: bool =
     return buf.getvalue()
 
 
-def generate(workspace: str | Path, seed: int = 7) -> SynthInfo:
-    """Write the synthetic experiment under ``workspace`` and return where things are."""
-    ws = Path(workspace)
-    rng = np.random.default_rng(seed)
-    exp = ws / "experiment"
-    data = ws / "dataset"
-    (exp / "inference").mkdir(parents=True, exist_ok=True)
-    data.mkdir(parents=True, exist_ok=True)
-
+def _rows(rng: np.random.Generator) -> list[dict]:
+    """One row per component (scores drawn per label), with the planted mistakes, shuffled."""
     rows = []
     counter = 0
     for label, (count, mean, sd) in POPULATION.items():
@@ -140,9 +133,11 @@ def generate(workspace: str | Path, seed: int = 7) -> SynthInfo:
     # Realistic CSV: lower-case/space variants of PASS occur in hand-edited files.
     rows[idx_pass[40]]["label"] = "pass"
     order = rng.permutation(len(rows))
-    rows = [rows[i] for i in order]
+    return [rows[i] for i in order]
 
-    lights = list(INPUT_MAP)
+
+def _write_images(rows: list[dict], data: Path, rng: np.random.Generator) -> int:
+    """Every lighting of every sample and of its golden; returns how many files."""
     n_images = 0
     golden_renders: dict = {}
     for r in rows:
@@ -150,7 +145,7 @@ def generate(workspace: str | Path, seed: int = 7) -> SynthInfo:
         folder.mkdir(parents=True, exist_ok=True)
         golden = data / r["golden_path"]
         golden.mkdir(parents=True, exist_ok=True)
-        for light in lights:
+        for light in INPUT_MAP:
             (folder / f"{r['object_name']}_{light}{IMAGE_EXT}").write_bytes(
                 draw_component(r["shows"], light, rng, r["dark"]))
             # one golden render per (board panel, lighting), as a real golden board is shared
@@ -159,8 +154,10 @@ def generate(workspace: str | Path, seed: int = 7) -> SynthInfo:
                 golden_renders[key] = draw_component("PASS", light, rng)
             (golden / f"{r['object_name']}_{light}{IMAGE_EXT}").write_bytes(golden_renders[key])
             n_images += 2
+    return n_images
 
-    csv_path = exp / "inference" / "inference.csv"
+
+def _write_csv(rows: list[dict], csv_path: Path) -> None:
     with open(csv_path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["input_path", "golden_path", "object_name", "label", "siamese_score",
@@ -168,8 +165,10 @@ def generate(workspace: str | Path, seed: int = 7) -> SynthInfo:
         for r in rows:
             w.writerow([r["input_path"], r["golden_path"], r["object_name"], r["label"],
                         r["siamese_score"],
-                         "top" if int(r["object_name"][1:]) % 2 else "bottom"])
-    train_yaml = exp / "train.yaml"
+                        "top" if int(r["object_name"][1:]) % 2 else "bottom"])
+
+
+def _write_train_yaml(train_yaml: Path, csv_path: Path, data: Path) -> None:
     map_lines = "".join(f"      {k}: {v}\n" for k, v in INPUT_MAP.items())
     train_yaml.write_text(
         "# Synthetic VCN Classify train config (demo), shaped like a TAO experiment spec.\n"
@@ -182,6 +181,22 @@ def generate(workspace: str | Path, seed: int = 7) -> SynthInfo:
         f"    grid_map:\n      x: {GRID_MAP['x']}\n      y: {GRID_MAP['y']}\n"
         "    input_map:\n" + map_lines +
         "train:\n  num_epochs: 1\n", encoding="utf-8")
+
+
+def generate(workspace: str | Path, seed: int = 7) -> SynthInfo:
+    """Write the synthetic experiment under ``workspace`` and return where things are."""
+    ws = Path(workspace)
+    rng = np.random.default_rng(seed)
+    exp = ws / "experiment"
+    data = ws / "dataset"
+    (exp / "inference").mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
+    rows = _rows(rng)
+    n_images = _write_images(rows, data, rng)
+    csv_path = exp / "inference" / "inference.csv"
+    _write_csv(rows, csv_path)
+    train_yaml = exp / "train.yaml"
+    _write_train_yaml(train_yaml, csv_path, data)
     mislabeled = [(r["input_path"], r["object_name"], r["label"], r["shows"])
                   for r in rows if r["shows"] != normalize_label(r["label"])]
     return SynthInfo(csv_path, train_yaml, data, len(rows), n_images, mislabeled)

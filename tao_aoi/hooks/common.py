@@ -94,7 +94,9 @@ def emit_context(event: dict, messages: list[str]) -> None:
     messages = [m for m in messages if m]
     if not messages:
         return
-    event_name = event.get("hook_event_name") or "PostToolUse"
+    event_name = event.get("hook_event_name")
+    if not isinstance(event_name, str) or not event_name:
+        event_name = "PostToolUse"
     payload = {"hookSpecificOutput": {"hookEventName": event_name,
                                       "additionalContext": "\n".join(messages)}}
     sys.stdout.write(json.dumps(payload) + "\n")

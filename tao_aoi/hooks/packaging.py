@@ -60,10 +60,11 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from ..atomic import settle
 from ..paths import PathEscape, is_within, open_regular_within, read_bytes_within
 from . import report_rules as rr
 from .common import env_on, plugin_manifest
-from .redact import TAG, Redactor
+from .redact import Redactor, ValueMask, line_blocks
 
 _PLUGIN_FILES = ("versions.yaml", ".claude-plugin/plugin.json", "hooks/hooks.json")
 _SKIP_NAMES = {"__pycache__", ".DS_Store"}
@@ -97,10 +98,23 @@ class _Bundle:
         self.skipped: list[dict] = []
         self.redactions: dict[str, Counter] = {}
         self._seen_dirs: set[str] = set()
-        self.session_digest: tuple[str, int] | None = None
+        # sha256, size and mask count of the transcript as it was streamed into the bundle
+        self.streamed_session: tuple[str, int, int] | None = None
 
     def redactor(self) -> Redactor:
         return Redactor(self.conservative, self.known)
+
+    def text_files(self) -> dict[str, Path]:
+        """The bundle's files so far, by bundle path (binary ones too: a pass skips them)."""
+        return {rel: self.tmp / rel for rel in self.redactions if (self.tmp / rel).is_file()}
+
+    def session_digest(self, session: Path) -> tuple[str, int]:
+        """sha256 and size of the redacted transcript: those computed while it was streamed,
+        unless a later pass masked more in it (and so rewrote it)."""
+        sha, size, masked = self.streamed_session
+        if sum(self.redactions[rr.SESSION_FILE].values()) == masked:
+            return sha, size
+        return _digest(session)
 
     def skip(self, path, reason: str) -> None:
         self.skipped.append({"path": str(path), "reason": reason})
@@ -164,17 +178,13 @@ class _Bundle:
             else:
                 self.copy_file(child, f"{rel}/{entry.name}", root, trusted_binary=True)
 
-    def rescan_known(self, paths: dict[str, Path]) -> set[str]:
-        """Mask, in every text file of the bundle, the values found anywhere in it; returns
-        the files that changed."""
-        changed = set()
+    def rescan_known(self, paths: dict[str, Path]) -> None:
+        """Mask, in every text file of the bundle, the values found anywhere in it."""
         for rel, path in paths.items():
             counts = self.redactions.setdefault(rel, Counter())
             r = Redactor(self.conservative, self.known)
-            if _rewrite_lines(path, lambda line, r=r, c=counts: _count_into(c, r, r._known_values(line)),
-                              may_change=r.may_hold_known):
-                changed.add(rel)
-        return changed
+            _rewrite_lines(path, lambda line, r=r, c=counts: _count_into(c, r, r.known_values(line)),
+                           may_change=r.may_hold_known)
 
 
 class _HashingWriter:
@@ -216,12 +226,12 @@ def _rewrite_lines(path: Path, fix, may_change=None) -> bool:
     if may_change is not None:
         with open(path, "rb") as src:
             if not any(may_change(block.decode("utf-8", "surrogateescape"))
-                       for block in _line_blocks(src)):
+                       for block in line_blocks(src, _BLOCK)):
                 return False
     changed = False
     tmp = path.with_name(path.name + ".fix")
     with open(path, "rb") as src, open(tmp, "wb") as dst:
-        for block in _line_blocks(src):
+        for block in line_blocks(src, _BLOCK):
             text = block.decode("utf-8", "surrogateescape")
             if may_change is not None and not may_change(text):
                 dst.write(block)
@@ -237,24 +247,6 @@ def _rewrite_lines(path: Path, fix, may_change=None) -> bool:
     else:
         os.unlink(tmp)
     return changed
-
-
-def _line_blocks(src):
-    """Blocks of about _BLOCK bytes, each made of whole lines (the last may lack its end)."""
-    carry = b""
-    while True:
-        chunk = src.read(_BLOCK)
-        if not chunk:
-            if carry:
-                yield carry
-            return
-        chunk = carry + chunk
-        cut = chunk.rfind(b"\n") + 1
-        if cut == 0:
-            carry = chunk
-            continue
-        carry = chunk[cut:]
-        yield chunk[:cut]
 
 
 def _digest(path: Path) -> tuple[str, int]:
@@ -341,20 +333,42 @@ def finish_detect_secrets(handle: tuple, files: dict[str, Path], redactions: dic
                           known: set[str]) -> dict:
     """Wait for the scan started by :func:`start_detect_secrets` (on some of ``files``, in the
     same order) and mask what it found in every one of ``files``."""
-    proc, scanned_rels, started = handle
-    result = None
-    if proc is not None:
-        try:
-            out, _ = proc.communicate(timeout=max(0.1, _DS_TIMEOUT_S - (time.monotonic() - started)))
-            result = json.loads(out) if proc.returncode == 0 else None
-        except subprocess.TimeoutExpired:
-            stop_detect_secrets(handle)
-        except ValueError:
-            result = None
+    scanned_rels = handle[1]
+    result = _scan_result(handle)
     if not isinstance(result, dict):
         return {"ran": False, "reason": "detect-secrets did not run in the plugin environment "
                                         "(not installed, failed or too slow)"}
-    rels = list(files)
+    values = _found_values(result, files, scanned_rels)
+    if values:
+        known.update(values)
+        mask = ValueMask(values)
+        for rel, path in files.items():
+            counts = redactions.setdefault(rel, Counter())
+            _rewrite_lines(path, lambda line, c=counts: mask.sub(line, c), may_change=mask.may_hold)
+    scanned = {scanned_rels[i] for i in result.get("scanned", [])
+               if isinstance(i, int) and 0 <= i < len(scanned_rels)}
+    return {"ran": True, "version": result.get("version"), "values_found": len(values),
+            "not_scanned": sorted(set(files) - scanned)}
+
+
+def _scan_result(handle: tuple):
+    """The scan's JSON report, or None when it failed, printed no JSON or ran out of time."""
+    proc, _, started = handle
+    if proc is None:
+        return None
+    try:
+        out, _ = proc.communicate(timeout=max(0.1, _DS_TIMEOUT_S - (time.monotonic() - started)))
+        return json.loads(out) if proc.returncode == 0 else None
+    except subprocess.TimeoutExpired:
+        stop_detect_secrets(handle)
+    except ValueError:
+        pass
+    return None
+
+
+def _found_values(result: dict, files: dict[str, Path], scanned_rels: list[str]) -> dict[str, str]:
+    """value -> rule (``ds_<type>``) of every finding; a finding reported by its prefix only
+    is completed from its line."""
     values: dict[str, str] = {}
     for f in result.get("findings", []):
         value, kind = str(f.get("value", "")), _kind(str(f.get("type", "secret")))
@@ -367,30 +381,7 @@ def finish_detect_secrets(handle: tuple, files: dict[str, Path], redactions: dic
                 continue
             for m in re.finditer(re.escape(value) + r"[A-Za-z0-9_\-+/=.]{8,}", line):
                 values.setdefault(m.group(), kind)
-    if values:
-        known.update(values)
-        forms = {}
-        for v, kind in values.items():
-            forms[v] = kind
-            forms.setdefault(json.dumps(v)[1:-1], kind)
-        pattern = re.compile("|".join(map(re.escape, sorted(forms, key=len, reverse=True))))
-        probes = {f[:8] for f in forms}           # every form is 8 characters or more
-
-        def may_change(text: str) -> bool:
-            return any(p in text for p in probes)
-        for rel in rels:
-            counts = redactions.setdefault(rel, Counter())
-
-            def fix(line: str, counts=counts) -> str:
-                def repl(m: re.Match) -> str:
-                    counts[forms[m.group()]] += 1
-                    return TAG.format(forms[m.group()])
-                return pattern.sub(repl, line)
-            _rewrite_lines(files[rel], fix, may_change=may_change)
-    scanned = {scanned_rels[i] for i in result.get("scanned", [])
-               if isinstance(i, int) and 0 <= i < len(scanned_rels)}
-    return {"ran": True, "version": result.get("version"), "values_found": len(values),
-            "not_scanned": sorted(set(rels) - scanned)}
+    return values
 
 
 def _source_size(event: dict) -> int:
@@ -490,7 +481,7 @@ def _copy_session(event: dict, folder: Path, bundle: _Bundle, manifest: dict) ->
     with os.fdopen(fd, "rb") as src, open(part, "wb") as fh:
         dst = _HashingWriter(fh)
         info["lines"] = redactor.stream(src, dst)
-    bundle.session_digest = (dst.sha.hexdigest(), dst.size)   # valid until the file changes
+    bundle.streamed_session = (dst.sha.hexdigest(), dst.size, sum(redactor.counts.values()))
     bundle.redactions[rr.SESSION_FILE] = redactor.counts
     return part
 
@@ -509,8 +500,8 @@ def package(report: Path, family: str, event: dict) -> list[str]:
     if not report.is_file():
         return []
     folder = Path(os.path.realpath(report.parent))
+    settle(folder)  # bundle a whole set, never one a killed writer left half renamed
     root = plugin_root()
-    plugin_real = os.path.realpath(root)
     python, why = environment_python(root)
     manifest: dict = {
         "plugin": _plugin_identity(root),
@@ -525,98 +516,121 @@ def package(report: Path, family: str, event: dict) -> list[str]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{config_name}.", suffix=".tmp", dir=folder))
     try:
         bundle = _Bundle(tmp, conservative=python is None)
-        project = os.environ.get("CLAUDE_PROJECT_DIR") or event.get("cwd")
-        if isinstance(project, str) and project and os.path.isdir(project):
-            project_real = os.path.realpath(project)
-            for settings in sorted(Path(project, ".claude").glob("settings*.json")):
-                bundle.copy_file(settings, f"project_settings/{settings.name}", project_real,
-                                 json_doc=True)
-        for spec in sorted(folder.glob("*_spec.yaml")):
-            bundle.copy_file(spec, f"specs/{spec.name}", str(folder))
-        bundle.copy_tree(root / "skills" / rr.SKILLS[family], rr.SKILLS[family], plugin_real)
-        for rel in _PLUGIN_FILES:
-            bundle.copy_file(root / rel, rel, plugin_real, trusted_binary=True)
-        known_before_session = len(bundle.known)
-        # detect-secrets never reads a transcript over _DS_MAX_BYTES: for a big one it scans the
-        # other files while the transcript is redacted here (its findings are masked in all)
-        early = None
-        if python is not None and _source_size(event) > 2 * _DS_MAX_BYTES:
-            early_files = {rel: tmp / rel for rel in bundle.redactions if (tmp / rel).is_file()}
-            early = (start_detect_secrets(python, early_files), early_files)
-        try:
-            session = _copy_session(event, folder, bundle, manifest)
-        except BaseException:
-            if early is not None:
-                stop_detect_secrets(early[0])
-            raise
-
-        text_files = {rel: tmp / rel for rel in bundle.redactions if (tmp / rel).is_file()}
-        if session is not None:
-            text_files[rr.SESSION_FILE] = session
-        engines: dict = {"builtin": {"mode": "conservative" if python is None else "standard"}}
-        if early is not None and (session is None or session.stat().st_size > _DS_MAX_BYTES):
-            engines["detect_secrets"] = finish_detect_secrets(early[0], text_files,
-                                                              bundle.redactions, bundle.known)
-            if engines["detect_secrets"].get("values_found"):
-                bundle.session_digest = None        # the files were rewritten
-        elif python is not None:
-            if early is not None:                   # the redacted transcript is small: scan it too
-                stop_detect_secrets(early[0])
-            engines["detect_secrets"] = detect_secrets_pass(python, text_files, bundle.redactions,
-                                                            bundle.known)
-            if engines["detect_secrets"].get("values_found"):
-                bundle.session_digest = None        # the files were rewritten
-        else:
-            engines["detect_secrets"] = {"ran": False, "reason": why}
-        # values first met late in the transcript (or by detect-secrets) are masked everywhere;
-        # the transcript is read again only when such values exist
-        rescan = dict(text_files)
-        if session is not None and len(bundle.known) == known_before_session:
-            rescan.pop(rr.SESSION_FILE)
-        if rr.SESSION_FILE in bundle.rescan_known(rescan):
-            bundle.session_digest = None
+        _copy_sources(bundle, folder, root, family, event)
+        session, engines = _redact_session_and_scan(bundle, python, why, folder, event, manifest)
         manifest["redaction"] = {
             "engines": engines,
             "masked_total": sum(sum(c.values()) for c in bundle.redactions.values()),
             "note": "per file: how many values each rule masked; the values are never recorded",
         }
-        files = []
-        for path in sorted(p for p in tmp.rglob("*") if p.is_file() and p != session):
-            rel = path.relative_to(tmp).as_posix()
-            sha, size = _digest(path)
-            files.append({"path": rel, "sha256": sha, "size": size,
-                          "redactions": dict(sorted(bundle.redactions.get(rel, Counter()).items()))})
-        manifest["files"] = files
-        manifest["skipped"] = bundle.skipped
-        if session is not None:
-            info = manifest["transcript"]
-            info["redactions"] = dict(sorted(bundle.redactions[rr.SESSION_FILE].items()))
-            os.chmod(session, _mode("file"))
-            info["sha256"], info["size"] = bundle.session_digest or _digest(session)
-            info["copied"] = True
+        _record_files(manifest, bundle, session)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        for path in [tmp, *tmp.rglob("*")]:
-            os.chmod(path, _mode("dir" if path.is_dir() else "file"))
-        if session is not None:
-            dest = folder / rr.SESSION_FILE
-            if os.path.isdir(dest) and not os.path.islink(dest):
-                shutil.rmtree(dest)
-            os.replace(session, dest)    # replaces a symlink entry, never writes through it
-        _swap_in(tmp, folder / config_name)
+        _install(tmp, session, folder, config_name)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     problems = []
     if not manifest["transcript"]["copied"] and manifest["transcript"]["source"]:
         problems.append(f"- {rr.SESSION_FILE} not written: {manifest['transcript']['reason']}.")
-    try:  # the offline results page follows the report and its bundle (standard library only)
+    return problems + _refresh_index(folder)
+
+
+def _copy_sources(bundle: _Bundle, folder: Path, root: Path, family: str, event: dict) -> None:
+    """Project settings, the run's specs, the skill folder and the plugin files, redacted."""
+    project = os.environ.get("CLAUDE_PROJECT_DIR") or event.get("cwd")
+    if isinstance(project, str) and project and os.path.isdir(project):
+        project_real = os.path.realpath(project)
+        for settings in sorted(Path(project, ".claude").glob("settings*.json")):
+            bundle.copy_file(settings, f"project_settings/{settings.name}", project_real,
+                             json_doc=True)
+    for spec in sorted(folder.glob("*_spec.yaml")):
+        bundle.copy_file(spec, f"specs/{spec.name}", str(folder))
+    plugin_real = os.path.realpath(root)
+    bundle.copy_tree(root / "skills" / rr.SKILLS[family], rr.SKILLS[family], plugin_real)
+    for rel in _PLUGIN_FILES:
+        bundle.copy_file(root / rel, rel, plugin_real, trusted_binary=True)
+
+
+def _redact_session_and_scan(bundle: _Bundle, python: str | None, why: str, folder: Path,
+                             event: dict, manifest: dict) -> tuple[Path | None, dict]:
+    """Redact the transcript into the bundle, run detect-secrets when it is ready, then mask
+    every value found anywhere in every file. Returns the transcript's temporary copy (None
+    when not copied) and the manifest's ``engines``."""
+    known_before_session = len(bundle.known)
+    # detect-secrets never reads a transcript over _DS_MAX_BYTES: for a big one it scans the
+    # other files while the transcript is redacted here (its findings are masked in all)
+    early = None
+    if python is not None and _source_size(event) > 2 * _DS_MAX_BYTES:
+        early = start_detect_secrets(python, bundle.text_files())
+    try:
+        session = _copy_session(event, folder, bundle, manifest)
+    except BaseException:
+        if early is not None:
+            stop_detect_secrets(early)
+        raise
+    text_files = bundle.text_files()
+    if session is not None:
+        text_files[rr.SESSION_FILE] = session
+    engines: dict = {"builtin": {"mode": "conservative" if python is None else "standard"}}
+    if early is not None and (session is None or session.stat().st_size > _DS_MAX_BYTES):
+        engines["detect_secrets"] = finish_detect_secrets(early, text_files, bundle.redactions,
+                                                          bundle.known)
+    elif python is not None:
+        if early is not None:                   # the redacted transcript is small: scan it too
+            stop_detect_secrets(early)
+        engines["detect_secrets"] = detect_secrets_pass(python, text_files, bundle.redactions,
+                                                        bundle.known)
+    else:
+        engines["detect_secrets"] = {"ran": False, "reason": why}
+    # values first met late in the transcript (or by detect-secrets) are masked everywhere;
+    # the transcript is read again only when such values exist
+    rescan = dict(text_files)
+    if session is not None and len(bundle.known) == known_before_session:
+        rescan.pop(rr.SESSION_FILE)
+    bundle.rescan_known(rescan)
+    return session, engines
+
+
+def _record_files(manifest: dict, bundle: _Bundle, session: Path | None) -> None:
+    """sha256, size and masks of every bundled file, and of the transcript, into the manifest."""
+    files = []
+    for path in sorted(p for p in bundle.tmp.rglob("*") if p.is_file() and p != session):
+        rel = path.relative_to(bundle.tmp).as_posix()
+        sha, size = _digest(path)
+        files.append({"path": rel, "sha256": sha, "size": size,
+                      "redactions": dict(sorted(bundle.redactions.get(rel, Counter()).items()))})
+    manifest["files"] = files
+    manifest["skipped"] = bundle.skipped
+    if session is not None:
+        info = manifest["transcript"]
+        info["redactions"] = dict(sorted(bundle.redactions[rr.SESSION_FILE].items()))
+        info["sha256"], info["size"] = bundle.session_digest(session)
+        info["copied"] = True
+
+
+def _install(tmp: Path, session: Path | None, folder: Path, config_name: str) -> None:
+    """Move the finished transcript and bundle into the results folder, with the modes a
+    plain write under the umask would give."""
+    for path in [tmp, *tmp.rglob("*")]:
+        os.chmod(path, _mode("dir" if path.is_dir() else "file"))
+    if session is not None:
+        dest = folder / rr.SESSION_FILE
+        if os.path.isdir(dest) and not os.path.islink(dest):
+            shutil.rmtree(dest)
+        os.replace(session, dest)    # replaces a symlink entry, never writes through it
+    _swap_in(tmp, folder / config_name)
+
+
+def _refresh_index(folder: Path) -> list[str]:
+    """The offline results page follows the report and its bundle (standard library only)."""
+    try:
         from tao_aoi import html_index
 
         html_index.refresh(folder)
     except Exception as exc:  # noqa: BLE001 - a page must never block packaging
-        problems.append(f"- index.html not rebuilt ({type(exc).__name__}); run "
-                        f"scripts/build_index.py {folder}.")
-    return problems
+        return [f"- index.html not rebuilt ({type(exc).__name__}); run "
+                f"scripts/build_index.py {folder}."]
+    return []
 
 
 def _swap_in(tmp: Path, dest: Path) -> None:

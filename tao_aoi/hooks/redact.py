@@ -342,6 +342,51 @@ def _legacy_ngc(run: str) -> bool:
     return bool(_LEGACY_NGC_PLAIN.fullmatch(plain))
 
 
+class ValueMask:
+    """Masks given values, and their JSON-escaped forms, wherever they occur; each value as
+    ``[REDACTED:<its rule>]``. Every value must be 8 characters or more (the probes)."""
+
+    def __init__(self, rules: dict[str, str]):
+        forms: dict[str, str] = {}
+        for value, rule in rules.items():
+            forms[value] = rule
+            forms.setdefault(json.dumps(value)[1:-1], rule)
+        self._rules = forms
+        self._pattern = re.compile("|".join(map(re.escape, sorted(forms, key=len, reverse=True))))
+        self._probes = {f[:8] for f in forms}
+
+    def may_hold(self, text: str) -> bool:
+        """False when no value (nor its JSON-escaped form) can occur in ``text``."""
+        return any(p in text for p in self._probes)
+
+    def sub(self, text: str, counts: Counter) -> str:
+        """``text`` with every value masked; ``counts[rule]`` grows by one per mask."""
+        def repl(m: re.Match) -> str:
+            rule = self._rules[m.group()]
+            counts[rule] += 1
+            return TAG.format(rule)
+        return self._pattern.sub(repl, text)
+
+
+def line_blocks(src: IO[bytes], block: int = 1 << 20):
+    """Blocks of about ``block`` bytes read from ``src``, each made of whole lines (the last
+    may lack its end): memory stays bounded by ``block`` plus the longest line."""
+    carry = b""
+    while True:
+        chunk = src.read(block)
+        if not chunk:
+            if carry:
+                yield carry
+            return
+        chunk = carry + chunk
+        cut = chunk.rfind(b"\n") + 1
+        if cut == 0:
+            carry = chunk
+            continue
+        carry = chunk[cut:]
+        yield chunk[:cut]
+
+
 class Redactor:
     """Redacts texts of one bundle; ``counts[rule]`` says how many values each rule masked.
 
@@ -355,9 +400,8 @@ class Redactor:
         self.known: set[str] = known if known is not None else set()
         self._run = _RUN.pattern % (20 if conservative else 32)
         self._run_re = re.compile(self._run)
-        self._known_re: re.Pattern | None = None
+        self._known_mask: ValueMask | None = None
         self._known_size = -1
-        self._known_probes: set[str] = set()
 
     # ------------------------------------------------------------ helpers
     def _mask(self, kind: str, value: str = "") -> str:
@@ -481,27 +525,20 @@ class Redactor:
             return self._mask("high_entropy", run)
         return self._run_re.sub(repl, text)
 
-    def _refresh_known(self) -> None:
-        if self._known_size != len(self.known):
-            forms = set()
-            for v in self.known:
-                forms.add(v)
-                forms.add(json.dumps(v)[1:-1])
-            self._known_re = re.compile("|".join(map(re.escape, sorted(forms, key=len, reverse=True))))
-            self._known_probes = {f[:8] for f in forms}
-            self._known_size = len(self.known)
-
     def may_hold_known(self, text: str) -> bool:
         """False when no value of ``known`` (nor its JSON-escaped form) can occur in ``text``."""
         if not self.known:
             return False
-        self._refresh_known()
-        return any(p in text for p in self._known_probes)
+        if self._known_size != len(self.known):
+            self._known_mask = ValueMask(dict.fromkeys(self.known, "known_value"))
+            self._known_size = len(self.known)
+        return self._known_mask.may_hold(text)
 
-    def _known_values(self, text: str) -> str:
+    def known_values(self, text: str) -> str:
+        """``text`` with every value of ``known`` masked (``counts["known_value"]``)."""
         if not self.may_hold_known(text):
             return text
-        return self._known_re.sub(lambda m: self._mask("known_value"), text)
+        return self._known_mask.sub(text, self.counts)
 
     # ------------------------------------------------------------ text
     def text(self, text: str, skip_entropy: bool = False) -> str:
@@ -534,7 +571,7 @@ class Redactor:
             long_runs = [r for r in runs if r[1] - r[0] >= n]
             if long_runs:
                 text = self._on_runs(text, long_runs, self._entropy_runs)
-        return self._known_values(text)
+        return self.known_values(text)
 
     def _yaml_env(self, text: str) -> str:
         lines = text.splitlines(keepends=True)
@@ -665,21 +702,8 @@ class Redactor:
         plus the longest line); a private-key block spread over raw lines is masked whole.
         Returns the number of lines."""
         lines = 0
-        carry = b""
         in_pem = False
-        while True:
-            chunk = src.read(block)
-            if not chunk and not carry:
-                break
-            if chunk:
-                chunk = carry + chunk
-                cut = chunk.rfind(b"\n") + 1
-                if cut == 0:
-                    carry = chunk
-                    continue
-                carry, body = chunk[cut:], chunk[:cut]
-            else:
-                body, carry = carry, b""
+        for body in line_blocks(src, block):
             outs = []                   # one write per block
             for raw in body.splitlines(keepends=True):
                 lines += 1
@@ -703,8 +727,6 @@ class Redactor:
                 else:
                     outs.append(out.encode("utf-8", "surrogateescape"))
             dst.write(b"".join(outs))
-            if not chunk:
-                break
         return lines
 
 

@@ -259,18 +259,51 @@ def _container_errors(out: str, command: str, is_docker: bool) -> list[str]:
     return bullets
 
 
+# What to do about each marker line a tool printed (the line itself is quoted first).
+_MARKER_ADVICE = (
+    (rr.MARK_DEGENERATE, "lead the report's Verdict with this: name the samples that hold the "
+                         "threshold down (metrics.json threshold_pinned_by: relabel or confirm "
+                         "them) and what the relaxed target would cost (operating_curve)."),
+    (rr.MARK_LABEL_FILTER_NOOP, "the label filter did nothing, so the mined set is unfiltered: "
+                                "add a `label` column to both parquets and rerun, or state it in "
+                                "the report."),
+    (rr.MARK_ENCODER_MISMATCH, "the two embedding parquets come from different encoders, so "
+                               "distances between them mean little: re-embed both with the same "
+                               "embedding_spec.yaml."),
+    (rr.MARK_ENCODER_UNKNOWN, "encoder consistency cannot be verified: say so in the report's "
+                              "Encoder Consistency section."),
+    (rr.MARK_DROPPED_LABELS, "these labels reach neither module: list them in the report's "
+                             "Dropped Labels section with a next step."),
+    (rr.MARK_MISSING_IMAGES, "check `kpi_media_path` and `image_ext` against the files on disk "
+                             "before trusting the spot check."),
+)
+
+
 def check(command: str, stdout: str, stderr: str, interrupted: bool = False,
           background: bool = False) -> list[str]:
     """Bullets (without the leading dash) for every problem seen in one tool call's output."""
     out = f"{stdout}\n{stderr}"
     bullets: list[str] = []
     is_docker = bool(re.search(r"docker\s+run\b", command))
-
     if interrupted:
         bullets.append("the command was interrupted before it finished: its artifacts are "
                        "incomplete; rerun it (in the background for long runs) before going on.")
+    bullets += _docker_problems(out, command, is_docker)
+    bullets += _missing_file_problems(out, command, is_docker)
+    bullets += _failures(out, command, is_docker)
+    bullets += _marker_problems(out)
+    # Silence from a command that always prints a summary.
+    if (not out.strip() and not interrupted and not background and _ANALYSIS.search(command)
+            and not _STDOUT_REDIRECT.search(command)):
+        bullets.append("the command printed nothing, but a successful run prints a summary "
+                       "(backend, counts, output paths): check that it ran at all (`echo $?`, the "
+                       "`$DS` prefix is set) and that the results folder holds new artifacts.")
+    return bullets
 
-    # Docker environment failures.
+
+def _docker_problems(out: str, command: str, is_docker: bool) -> list[str]:
+    """Docker environment failures, and docker run flags that break the container."""
+    bullets = []
     if re.search(r"docker: command not found|docker: not found|Cannot connect to the Docker daemon|"
                  r"permission denied while trying to connect to the Docker daemon", out):
         bullets.append("docker is not usable on this machine: run `scripts/preflight.py` and use the "
@@ -299,8 +332,12 @@ def check(command: str, stdout: str, stderr: str, interrupted: bool = False,
             if "--user" in problem and any("getpwuid" in b for b in bullets):
                 continue
             bullets.append(problem)
+    return bullets
 
-    # Missing files named in the command.
+
+def _missing_file_problems(out: str, command: str, is_docker: bool) -> list[str]:
+    """Files named in the command that the tool could not find."""
+    bullets = []
     for path in _missing_paths(out, command):
         if path.startswith("/scripts/"):
             bullets.append(f"`{path}` does not exist: `$TAO_SKILL_BANK_PATH` is empty; start a new "
@@ -309,10 +346,14 @@ def check(command: str, stdout: str, stderr: str, interrupted: bool = False,
             where = (" inside the container: mount the folder holding it at the same path "
                      "(`-v $W:$W -w $W`)" if is_docker else ": check the path and the spec keys")
             bullets.append(f"`{path}` was not found{where}.")
+    return bullets
 
-    # NVIDIA's data-services code: its error texts, then the entrypoint's final status line.
+
+def _failures(out: str, command: str, is_docker: bool) -> list[str]:
+    """NVIDIA's data-services errors and final status line, then crashes and usage errors of
+    our tools (a crash the container already explained is not repeated)."""
     known = _container_errors(out, command, is_docker)
-    bullets += known
+    bullets = list(known)
     statuses = _STATUS.findall(out)
     failed = bool(statuses) and statuses[-1] == "FAIL"
     if failed and not known and not (rr.MARK_UNREACHABLE in out and _UNREACHABLE.search(out)):
@@ -320,8 +361,6 @@ def check(command: str, stdout: str, stderr: str, interrupted: bool = False,
         bullets.append(f"the container action failed (`Execution status: FAIL`); the cause is in "
                        f"the lines above it: `{cause}`. Fix that and rerun; do not continue "
                        "with the artifacts of this run.")
-
-    # Python failures and usage errors from our tools.
     if _TRACEBACK in out and not failed and not known:
         bullets.append(f"the tool crashed with `{_exception_line(out)}`: read the traceback, fix "
                        "the cause and rerun; do not continue with the artifacts of this run.")
@@ -332,42 +371,20 @@ def check(command: str, stdout: str, stderr: str, interrupted: bool = False,
         if prog in _OUR_PROGS and line not in seen:
             seen.add(line)
             bullets.append(f"`{line}` -- fix that input and rerun (the tool wrote nothing).")
+    return bullets
 
-    # Markers printed by our tools.
+
+def _marker_problems(out: str) -> list[str]:
+    """What each marker our tools printed asks of the agent."""
+    bullets = []
     if rr.MARK_UNREACHABLE in out:
         bullets.append("the recall target is unreachable (unreachable_kpi.txt): stop the analysis "
                        "here, skip the visual spot check, and write the abridged RCA_Report.md "
                        "(Verdict, Threshold Selection, Unreachable KPI quoting the file, Recommended "
                        "Actions: retrain or relabel).")
-    if rr.MARK_DEGENERATE in out:
-        bullets.append(f"{_marker_line(out, rr.MARK_DEGENERATE)} -- lead the report's Verdict with "
-                       "this: name the samples that hold the threshold down (metrics.json "
-                       "threshold_pinned_by: relabel or confirm them) and what the relaxed target "
-                       "would cost (operating_curve).")
-    if rr.MARK_LABEL_FILTER_NOOP in out:
-        bullets.append(f"{_marker_line(out, rr.MARK_LABEL_FILTER_NOOP)} -- the label filter did "
-                       "nothing, so the mined set is unfiltered: add a `label` column to both "
-                       "parquets and rerun, or state it in the report.")
-    if rr.MARK_ENCODER_MISMATCH in out:
-        bullets.append(f"{_marker_line(out, rr.MARK_ENCODER_MISMATCH)} -- the two embedding "
-                       "parquets come from different encoders, so distances between them mean "
-                       "little: re-embed both with the same embedding_spec.yaml.")
-    if rr.MARK_ENCODER_UNKNOWN in out:
-        bullets.append(f"{_marker_line(out, rr.MARK_ENCODER_UNKNOWN)} -- encoder consistency "
-                       "cannot be verified: say so in the report's Encoder Consistency section.")
-    if rr.MARK_DROPPED_LABELS in out:
-        bullets.append(f"{_marker_line(out, rr.MARK_DROPPED_LABELS)} -- these labels reach neither "
-                       "module: list them in the report's Dropped Labels section with a next step.")
-    if rr.MARK_MISSING_IMAGES in out:
-        bullets.append(f"{_marker_line(out, rr.MARK_MISSING_IMAGES)} -- check `kpi_media_path` and "
-                       "`image_ext` against the files on disk before trusting the spot check.")
-
-    # Silence from a command that always prints a summary.
-    if (not out.strip() and not interrupted and not background and _ANALYSIS.search(command)
-            and not _STDOUT_REDIRECT.search(command)):
-        bullets.append("the command printed nothing, but a successful run prints a summary "
-                       "(backend, counts, output paths): check that it ran at all (`echo $?`, the "
-                       "`$DS` prefix is set) and that the results folder holds new artifacts.")
+    for marker, advice in _MARKER_ADVICE:
+        if marker in out:
+            bullets.append(f"{_marker_line(out, marker)} -- {advice}")
     return bullets
 
 
