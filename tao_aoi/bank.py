@@ -88,7 +88,9 @@ def resolve_image(key: str = DATA_SERVICES_IMAGE_KEY, root: Path | None = None) 
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse  # here, not at the top: the session-start hook imports this module
 
-    parser = argparse.ArgumentParser(
+    from tao_aoi.cli import OneLineParser
+
+    parser = OneLineParser(
         prog="resolve_image.py",
         description="Print the pinned container image URI stored under a dotted key of the "
                     "bank's versions.yaml. Floating (:latest) or untagged images are refused "

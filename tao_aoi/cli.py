@@ -6,6 +6,8 @@ nothing written. A run that completes but cannot meet its goal raises ``RunFaile
 """
 from __future__ import annotations
 
+import functools
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -32,28 +34,57 @@ def fail_line(prog: str, message: str) -> str:
     return f"{prog}: error: {one_line(message, None)}"
 
 
+def os_error_text(exc: OSError) -> str:
+    """What went wrong with which path, without the errno prefix: names paths, never contents."""
+    if not exc.strerror:
+        return str(exc)
+    if isinstance(exc, FileExistsError) and exc.filename and not os.path.isdir(exc.filename):
+        return f"{exc.filename} exists and is not a folder"  # mkdir(parents=True) met a file
+    names = [str(n) for n in (exc.filename, exc.filename2) if n is not None]
+    return f"{exc.strerror}: {' -> '.join(names)}" if names else exc.strerror
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int | None], prog: str,
             argv: Sequence[str] | None = None) -> int:
-    """Call ``main`` and turn the project's exceptions into exit codes and one-line errors."""
+    """Call ``main`` and turn the project's exceptions into exit codes and one-line errors.
+
+    An ``OSError`` that reaches here is a path the user gave that cannot be read or written
+    (missing, a folder, read-only, under /proc, its parent a file): bad input, exit 2."""
     try:
         code = main(argv)
     except (UsageError, RunFailed) as exc:
         print(fail_line(prog, str(exc)), file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        print(fail_line(prog, os_error_text(exc)), file=sys.stderr)
+        return UsageError.exit_code
     except KeyboardInterrupt:
         print(fail_line(prog, "interrupted"), file=sys.stderr)
         return 130
     return int(code or 0)
 
 
+@functools.lru_cache(maxsize=None)
 def _one_line_parser():
     import argparse
 
     class OneLineParser(argparse.ArgumentParser):
-        """argparse whose errors are the project's one-line UsageError (exit 2), not usage text."""
+        """argparse whose errors are the project's one-line UsageError (exit 2), not usage text.
+
+        An empty value ("") is refused unless the argument's default is "" or its dest is in
+        ``empty_ok``: for a path, "" would silently mean the current folder."""
+
+        def __init__(self, *args, empty_ok: Sequence[str] = (), **kwargs):
+            super().__init__(*args, **kwargs)
+            self.empty_ok = frozenset(empty_ok)
 
         def error(self, message: str):  # noqa: D401 - argparse's hook
             raise UsageError(message)
+
+        def _get_value(self, action, arg_string):
+            if arg_string == "" and action.default != "" and action.dest not in self.empty_ok:
+                raise argparse.ArgumentError(action, "must not be empty")
+            return super()._get_value(action, arg_string)
 
     return OneLineParser
 

@@ -51,9 +51,12 @@ def locate(path_text: str) -> Path:
 def header(csv_path: Path) -> list[str]:
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
         try:
-            return next(csv.reader(fh), [])
+            names = next(csv.reader(fh), [])
         except (csv.Error, UnicodeDecodeError):
             raise UsageError(f"{csv_path} is not a readable CSV") from None
+    if not names:
+        raise UsageError(f"{csv_path} is empty (no header)")
+    return names
 
 
 def prepare(infer_dir: Path, results_dir: Path) -> tuple[Path, str]:
@@ -118,15 +121,15 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", default="", help="kpi_media_path if the user gave one")
     args = parser.parse_args(argv)
     found = locate(args.path)
+    # every input is read before prepare() may write the renamed copy into --results
+    dataset = args.dataset or images_dir(args.train_config) or ""
     infer_dir, score = prepare(found, Path(args.results))
     if found != Path(args.path):
         print(f"notice: using {found / CSV_NAME}", file=sys.stderr)
     if score == "output_score":
         print(f"notice: the score column is output_score (TensorRT inference); both backends read "
               f"{infer_dir / CSV_NAME}, where it is named siamese_score", file=sys.stderr)
-    dataset = args.dataset
-    if not dataset:
-        dataset = images_dir(args.train_config) or ""
+    if not args.dataset:
         print(f"notice: kpi_media_path not given; using the train spec's "
               f"dataset.classify.infer_dataset.images_dir: {dataset!r}" if dataset else
               "notice: kpi_media_path not given and the train spec names no "

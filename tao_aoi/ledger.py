@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
-from tao_aoi.cli import UsageError, one_line
+from tao_aoi.cli import OneLineParser, UsageError, one_line
 
 PROG = "mining_ledger.py"
 LOCK_TIMEOUT_S = 300.0
@@ -189,9 +189,7 @@ example (after tmm nearest_neighbors wrote $R/mined.parquet):
 Exit codes: 0 done, 2 bad input (nothing written)."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UsageError(message)
+_Parser = OneLineParser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -214,6 +212,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     mined = read_mined(args.mined)
     if args.command == "record":
+        if not args.run_id.strip():
+            raise UsageError("--run-id must not be empty")
+        read_ledger(args.ledger)  # a broken ledger is refused before its lock file is made
         with ledger_lock(args.ledger):          # read-modify-write under the lock
             ledger = read_ledger(args.ledger)
             new_ledger, message = record_run(mined, ledger, args.run_id, replace=args.replace)

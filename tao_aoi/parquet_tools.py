@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from tao_aoi.cli import UsageError
+from tao_aoi.cli import OneLineParser, UsageError
 
 SAMPLE_KEYS = ("input_path", "object_name")
 
@@ -37,6 +37,25 @@ def read_lightings(train_config: str | os.PathLike) -> tuple[list[str], str]:
 
 
 # --------------------------------------------------------------------------- loading
+def read_table(path: str | os.PathLike, required: Iterable[str] = ()):
+    """A parquet as an Arrow table; UsageError (one line, no cell quoted) when it is missing,
+    not a parquet, or lacks a ``required`` column."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"parquet not found: {path}")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises many types for a non-parquet file
+        raise UsageError(f"cannot read {path} as parquet: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        raise UsageError(f"{path.name} lacks required column(s): {', '.join(missing)}")
+    return table
+
+
 def read_parquet(path: str | os.PathLike, required: Iterable[str] = ()):
     import pandas as pd
 
@@ -52,6 +71,53 @@ def read_parquet(path: str | os.PathLike, required: Iterable[str] = ()):
     if missing:
         raise UsageError(f"{path.name} lacks required column(s): {', '.join(missing)}")
     return df
+
+
+def csv_header(path: str | os.PathLike, what: str = "CSV") -> list[str]:
+    """The column names of a CSV (stripped); UsageError when it is not UTF-8 text or repeats a
+    name (pandas would silently rename the second one ``name.1``). No cell is ever quoted."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            names = [c.strip() for c in next(csv.reader(fh), [])]
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read {what} {path}: not CSV text ({type(exc).__name__})") from None
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UsageError(f"{what} {path} repeats column(s) {', '.join(dupes)}: keep one of each")
+    return names
+
+
+_PLAIN_NAME = re.compile(r"[\w .:()\[\]/\-]{1,64}")
+
+
+def column_list(names: Iterable[object], limit: int = 20) -> str:
+    """Column names for a message: the first ``limit`` that look like names. A "header" of
+    arbitrary text (a file that is not a table, /proc/self/environ read as a CSV) is never
+    quoted: it is counted."""
+    names = [str(n) for n in names]
+    shown = [n for n in names if _PLAIN_NAME.fullmatch(n)][:limit]
+    rest = len(names) - len(shown)
+    return ", ".join(shown + ([f"{rest} other(s)"] if rest else [])) or "none"
+
+
+def read_csv(path: str | os.PathLike, what: str = "CSV", **kwargs):
+    """``pandas.read_csv`` with the project's failure modes: UsageError (one line, no cell
+    quoted) when the file is missing, empty, not CSV text, or repeats a column name."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{what} not found: {path}")
+    csv_header(path, what)
+    try:
+        return pd.read_csv(path, **kwargs)
+    except pd.errors.EmptyDataError:
+        raise UsageError(f"{what} is empty: {path}") from None
+    except Exception as exc:  # ParserError, ValueError (usecols), ...
+        raise UsageError(f"cannot read {what} {path}: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
 
 
 def lighting_of(df, lightings: Sequence[str], image_ext: str = ""):
@@ -166,9 +232,22 @@ def square_thumbnail(src: str | os.PathLike, dest: str | os.PathLike, size: int 
 
     Raises ``OSError`` (missing / unreadable file) for the caller to report.
     """
-    from PIL import Image
+    _save_png(square_image(src, size), dest)
 
+
+def _save_png(image, dest: str | os.PathLike) -> None:
     from tao_aoi.atomic import atomic_path
+
+    with atomic_path(dest) as tmp:
+        image.save(tmp, format="PNG")
+
+
+def square_image(src: str | os.PathLike, size: int = 128):
+    """``src`` resized keeping its aspect ratio and padded to a ``size`` x ``size`` RGB square.
+
+    Raises ``OSError`` (missing / unreadable file) or Pillow's errors for an undecodable one.
+    """
+    from PIL import Image
 
     with Image.open(src) as im:
         im.load()
@@ -181,8 +260,7 @@ def square_thumbnail(src: str | os.PathLike, dest: str | os.PathLike, size: int 
         im = im.resize((nw, nh), Image.LANCZOS)
         canvas = Image.new("RGB", (size, size), (0, 0, 0))
         canvas.paste(im, ((size - nw) // 2, (size - nh) // 2))
-    with atomic_path(dest) as tmp:
-        canvas.save(tmp, format="PNG")
+    return canvas
 
 
 def resize_many(sources: Sequence[str], out_dir: str | os.PathLike, size: int = 128) -> list[dict]:
@@ -199,18 +277,20 @@ def resize_many(sources: Sequence[str], out_dir: str | os.PathLike, size: int = 
         used.add(name)
         dest = out_dir / name
         try:
-            square_thumbnail(src, dest, size)
-            results.append({"source": str(src), "thumbnail": str(dest), "status": "ok"})
+            image = square_image(src, size)
         except Exception as exc:  # unreadable is a reported outcome, not a crash
             results.append({"source": str(src), "thumbnail": None,
                             "status": f"unreadable: {type(exc).__name__}: {exc}"})
+            continue
+        _save_png(image, dest)  # a write error is the output folder's: it stops the run
+        results.append({"source": str(src), "thumbnail": str(dest), "status": "ok"})
     return results
 
 
 # --------------------------------------------------------------------------- CLIs
 def sample_main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="sample_parquet.py", formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = OneLineParser(
+        prog="sample_parquet.py", formatter_class=argparse.RawDescriptionHelpFormatter, empty_ok=("by",),
         description="Look inside a parquet without writing code: row count, columns and "
                     "dtypes, rows per label and the first rows.",
         epilog="example:\n  sample_parquet.py $RCA/kpi_gaps.parquet --head 5 --by label "
@@ -237,7 +317,7 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
 
 
 def dedupe_main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="dedupe_first_lighting.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Collapse a per-lighting gaps parquet to one row per (input_path, "
                     "object_name), keeping the row on the FIRST lighting (first key of "
@@ -276,7 +356,7 @@ def dedupe_main(argv: Sequence[str] | None = None) -> int:
 
 
 def resize_main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="resize_images.py", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Write square PNG thumbnails (aspect ratio kept, padded with black) for "
                     "embedding images in a report. Unreadable files are listed, not fatal; "
@@ -290,6 +370,9 @@ def resize_main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.size < 8 or args.size > 4096:
         raise UsageError("--size must be between 8 and 4096")
+    from tao_aoi.paths import check_writable
+
+    check_writable(args.out_dir, "--out-dir", folder=True)
     results = resize_many(args.sources, args.out_dir, args.size)
     bad = [r for r in results if r["status"] != "ok"]
     if args.json:

@@ -140,3 +140,31 @@ def output_file_within(path: str | os.PathLike, root: str | os.PathLike,
     if os.path.islink(dest) and not is_within(os.path.realpath(dest), os.path.realpath(root)):
         raise PathEscape(f"{what} {os.fspath(path)} is a symbolic link to outside {os.fspath(root)}")
     return dest
+
+
+def check_writable(path: str | os.PathLike, what: str = "output", folder: bool = False) -> None:
+    """Fail now, before any work, when ``path`` (a file, or a folder when ``folder``) could not be
+    written later: a folder where a file goes (or the reverse), a parent that is a file, a place
+    nothing may be created in (read-only, /proc, /sys). Probes with a temp file in the nearest
+    existing folder, removed at once; creates nothing else. Raises ``UsageError``."""
+    import tempfile
+
+    from tao_aoi.cli import UsageError
+
+    p = Path(os.path.abspath(path))
+    if folder and os.path.lexists(p) and not p.is_dir():
+        raise UsageError(f"{what} {os.fspath(path)} exists and is not a folder")
+    if not folder and p.is_dir():
+        raise UsageError(f"{what} {os.fspath(path)} is a folder; give a file path")
+    base = p if folder else p.parent
+    while not os.path.lexists(base):
+        base = base.parent
+    if not base.is_dir():
+        raise UsageError(f"{what} {os.fspath(path)} cannot be created: {base} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tao_aoi-probe.", suffix=".tmp", dir=base)
+    except OSError as exc:
+        raise UsageError(f"{what} {os.fspath(path)} cannot be written: {exc.strerror or exc} "
+                         f"({base})") from None
+    os.close(fd)
+    os.unlink(probe)

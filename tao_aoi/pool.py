@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from tao_aoi.cli import UsageError
+from tao_aoi.cli import OneLineParser, UsageError
 from tao_aoi.contract import MARK_MISSING_IMAGES
 
 KEEP = ("filepath", "label")
@@ -23,26 +23,21 @@ _NEAR_MISSES = ("file_path", "path", "filename", "file", "image", "image_path", 
 
 def load_pool_csv(path: Path, keep_all: bool = False):
     """Read and validate the CSV; return the DataFrame to write (filepath first)."""
-    import pandas as pd
+    from tao_aoi.parquet_tools import column_list, read_csv
 
     if not path.is_file():
         raise UsageError(f"pool CSV not found: {path}")
     if path.suffix.lower() in (".parquet", ".pq"):
         raise UsageError(f"{path.name} is already a parquet; pass it to the embedding step directly")
-    try:
-        df = pd.read_csv(path, dtype={"filepath": str, "label": str}, keep_default_na=False,
-                         na_values=[""])
-    except pd.errors.EmptyDataError as exc:
-        raise UsageError(f"pool CSV is empty: {path}") from exc
-    except Exception as exc:
-        raise UsageError(f"cannot read pool CSV {path}: {exc}") from exc
+    df = read_csv(path, "pool CSV", dtype={"filepath": str, "label": str}, keep_default_na=False,
+                  na_values=[""])
     df.columns = [str(c).strip() for c in df.columns]
     if "filepath" not in df.columns:
         lower = {c.lower(): c for c in df.columns}
         hint = next((lower[n] for n in _NEAR_MISSES if n in lower), None)
         extra = f"; rename column '{hint}' to 'filepath'" if hint else ""
         raise UsageError(f"pool CSV has no 'filepath' column (columns: "
-                         f"{', '.join(df.columns) or 'none'}){extra}")
+                         f"{column_list(df.columns)}){extra}")
     blank = df["filepath"].isna() | (df["filepath"].astype(str).str.strip() == "")
     if blank.any():
         first = int(blank.to_numpy().nonzero()[0][0]) + 2  # +1 header, +1 one-based
@@ -70,7 +65,7 @@ def missing_files(filepaths, base_dir: Path) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="pool_to_parquet.py",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from tao_aoi import atomic, backend
 from tao_aoi.bank import DATA_SERVICES_IMAGE_KEY, bank_root, resolve_image
-from tao_aoi.cli import UsageError
+from tao_aoi.cli import OneLineParser, UsageError
 from tao_aoi.contract import MARK_BACKEND
 from tao_aoi.paths import is_within
 
@@ -50,7 +50,7 @@ def check_paths(workspace: Path, paths: list[Path]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="preflight.py",
         description="Decide how the data-services actions run and print the command prefix $DS. "
                     "The container backend is chosen when docker works, a GPU answers and the "

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Sequence
 
 from tao_aoi import atomic
-from tao_aoi.cli import UsageError
+from tao_aoi.cli import OneLineParser, UsageError
 from tao_aoi.contract import MARK_DROPPED_LABELS, ROUTING_ARTIFACTS
 from tao_aoi.labels import normalize_label
-from tao_aoi.parquet_tools import SAMPLE_KEYS
+from tao_aoi.parquet_tools import SAMPLE_KEYS, column_list, csv_header, read_csv
 
 MINING_FILE, ANOMALYGEN_FILE, SUMMARY_FILE = ROUTING_ARTIFACTS
 DEFAULT_ANOMALYGEN_LABELS = ("PASS", "EXCESS_SOLDER", "MISSING", "BRIDGE")
@@ -57,8 +57,7 @@ def _columns_of(path: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     if path.suffix.lower() == ".csv":
-        import pandas as pd
-        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+        return csv_header(path, "pool file")
     return list(pq.read_schema(path).names)
 
 
@@ -72,12 +71,13 @@ def read_table(path: Path, what: str, columns: list[str] | None = None):
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            import pandas as pd
             # labels stay text ("007" is not 7); only the needed columns when asked
-            df = pd.read_csv(path, dtype={"label": str}, usecols=columns)
+            df = read_csv(path, what, dtype={"label": str}, usecols=columns)
             return pa.Table.from_pandas(df, preserve_index=False)
         if suffix in (".parquet", ".pq"):
             return pq.read_table(path, columns=columns)
+    except UsageError:
+        raise
     except Exception as exc:
         raise UsageError(f"cannot read {what} {path}: {exc}") from exc
     raise UsageError(f"{what} must be a .parquet or .csv file, got {path.name}")
@@ -131,7 +131,7 @@ def route_table(gaps, pool_labels: set[str] | None, anomalygen_labels: Sequence[
     for col in ("filepath", "label"):
         if col not in gaps.column_names:
             raise UsageError(f"gaps file has no '{col}' column (columns: "
-                             f"{', '.join(gaps.column_names) or 'none'})")
+                             f"{column_list(gaps.column_names)})")
     ag = set(anomalygen_labels)
     pool = set(pool_labels) if pool_labels is not None else set()
     keys_present = [k for k in SAMPLE_KEYS if k in gaps.column_names]
@@ -252,7 +252,7 @@ def _remove_stale(out_dir: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="route_samples.py",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
@@ -301,11 +301,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if pool_path.is_file() and pool_path.suffix.lower() in (".csv", ".parquet", ".pq"):
                 try:
                     names = _columns_of(pool_path)
+                except UsageError:
+                    raise
                 except Exception as exc:
                     raise UsageError(f"cannot read pool file {pool_path}: {exc}") from exc
                 if "label" not in names:
                     raise UsageError(f"pool file has no 'label' column (columns: "
-                                     f"{', '.join(names) or 'none'}); routing to "
+                                     f"{column_list(names)}); routing to "
                                      "mining needs the labels the pool holds")
             pool = read_table(pool_path, "pool file", columns=["label"])
             pool_labels = {norm_label(v) for v in pool.column("label").to_pylist()} - {MISSING_LABEL}

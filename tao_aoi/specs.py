@@ -14,6 +14,7 @@ problem is a :class:`tao_aoi.cli.UsageError` with one line naming the key.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -201,10 +202,22 @@ def validate(values: Mapping, schema: Mapping, allow_missing: bool = False) -> N
         schema = dict(schema)
         schema["required"] = [k for k in schema.get("required", []) if k not in missing]
     props = schema.get("properties", {})
-    problems = []
+    reported: dict[str, str] = {}   # checks jsonschema gets wrong; their keys are not re-reported
+    for key, value in checked.items():
+        # ranges let NaN and inf through (every comparison with NaN is false), an integer key
+        # takes 1e308, and "" for a mandatory path would silently mean the current folder
+        if isinstance(value, float) and not math.isfinite(value):
+            reported[key] = f"{key}: {value!r} is not a finite number"
+        elif isinstance(value, float) and _type_names(props.get(key, {})) == ["integer"]:
+            reported[key] = f"{key}: expected an integer, got {value!r}"
+        elif key in schema.get("required", ()) and isinstance(value, str) and not value.strip():
+            reported[key] = f"{key} is empty; give a value"
+    problems = list(reported.values())
     validator = jsonschema.Draft202012Validator(schema)
     for err in sorted(validator.iter_errors(checked), key=lambda e: list(e.absolute_path)):
         key = err.absolute_path[0] if err.absolute_path else None
+        if key in reported:
+            continue
         prop = props.get(key, {}) if key is not None else {}
         if err.validator == "type":
             problems.append(f"{key}: expected {expected_type(prop)}, got {err.instance!r}")

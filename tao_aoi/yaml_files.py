@@ -7,7 +7,17 @@ PyYAML is imported on first use: ``tao_aoi.bank`` must stay importable on a bare
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+
+def yaml_error_text(exc: Exception) -> str:
+    """A YAML error without the lines of the file it quotes (PyYAML's message shows them):
+    what is wrong and where, quoted tokens elided."""
+    problem = getattr(exc, "problem", None) or str(exc).split("\n", 1)[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return re.sub(r"'[^'\s]{2,}'", "'...'", str(problem)) + where
 
 
 def load_mapping(path: str | os.PathLike, what: str, empty_ok: bool = False) -> dict:
@@ -20,8 +30,10 @@ def load_mapping(path: str | os.PathLike, what: str, empty_ok: bool = False) -> 
         raise UsageError(f"{what} not found: {path}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise UsageError(f"{what} {path} is not valid YAML: {one_line(exc, None)}") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{what} {path} is not valid YAML: {yaml_error_text(exc)}") from None
     if data is None and empty_ok:
         return {}
     if not isinstance(data, dict):

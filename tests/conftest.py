@@ -157,3 +157,26 @@ def nvidia_worker():
     worker = NvidiaWorker(oracle_python())
     yield worker
     worker.close()
+
+
+def tree_state(*roots) -> dict:
+    """Every entry under ``roots``, links not followed, hidden files included: kind, size, mtime
+    and link target per path (folders by existence only). Two equal states = nothing written."""
+    import os
+    import stat
+
+    state = {}
+    for root in map(str, roots):
+        if not os.path.lexists(root):
+            continue
+        for folder, dirs, files in os.walk(root):
+            for name in dirs + files:
+                path = os.path.join(folder, name)
+                st = os.lstat(path)
+                if stat.S_ISDIR(st.st_mode):
+                    state[path] = ("dir",)
+                elif stat.S_ISLNK(st.st_mode):
+                    state[path] = ("link", os.readlink(path))
+                else:
+                    state[path] = ("file", st.st_size, st.st_mtime_ns)
+    return state

@@ -12,7 +12,7 @@ import sys
 from typing import Sequence
 
 from tao_aoi import specs
-from tao_aoi.cli import UsageError
+from tao_aoi.cli import OneLineParser, UsageError
 from tao_aoi.data_services import registry
 from tao_aoi.contract import MARK_BACKEND
 
@@ -43,9 +43,7 @@ Use '<category> <action> --help' for the keys of one action and their defaults.
 Exit codes: 0 done, 1 goal not met (e.g. unreachable KPI), 2 bad input (nothing written)."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UsageError(message)
+_Parser = OneLineParser
 
 
 def _help_parser(epilog: str, description: str = _DESCRIPTION) -> argparse.ArgumentParser:
