@@ -37,40 +37,34 @@ def read_lightings(train_config: str | os.PathLike) -> tuple[list[str], str]:
 
 
 # --------------------------------------------------------------------------- loading
+def _load_parquet(path: str | os.PathLike, read, columns_of, required: Iterable[str]):
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"parquet not found: {path}")
+    try:
+        data = read(path)
+    except Exception as exc:  # pyarrow raises many types for a non-parquet file
+        raise UsageError(f"cannot read {path} as parquet: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    missing = [c for c in required if c not in columns_of(data)]
+    if missing:
+        raise UsageError(f"{path.name} lacks required column(s): {', '.join(missing)}")
+    return data
+
+
 def read_table(path: str | os.PathLike, required: Iterable[str] = ()):
     """A parquet as an Arrow table; UsageError (one line, no cell quoted) when it is missing,
     not a parquet, or lacks a ``required`` column."""
     import pyarrow.parquet as pq
 
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"parquet not found: {path}")
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises many types for a non-parquet file
-        raise UsageError(f"cannot read {path} as parquet: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-    missing = [c for c in required if c not in table.column_names]
-    if missing:
-        raise UsageError(f"{path.name} lacks required column(s): {', '.join(missing)}")
-    return table
+    return _load_parquet(path, pq.read_table, lambda t: t.column_names, required)
 
 
 def read_parquet(path: str | os.PathLike, required: Iterable[str] = ()):
+    """:func:`read_table` as a pandas DataFrame (pandas' own parquet reader and dtypes)."""
     import pandas as pd
 
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"parquet not found: {path}")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises many types for a non-parquet file
-        raise UsageError(f"cannot read {path} as parquet: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-    missing = [c for c in required if c not in df.columns]
-    if missing:
-        raise UsageError(f"{path.name} lacks required column(s): {', '.join(missing)}")
-    return df
+    return _load_parquet(path, pd.read_parquet, lambda df: df.columns, required)
 
 
 def csv_header(path: str | os.PathLike, what: str = "CSV") -> list[str]:

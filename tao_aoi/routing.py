@@ -15,7 +15,6 @@ dropped quietly.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,9 +245,9 @@ def write_outputs(out_dir: Path, mining, anomalygen, summary: str) -> None:
 
 
 def _remove_stale(out_dir: Path) -> None:
-    for name in ROUTING_ARTIFACTS:
-        with contextlib.suppress(OSError):
-            (out_dir / name).unlink()
+    """A failed run takes the older set away whole (one commit), so it is not read as this run's."""
+    with atomic.atomic_paths(remove=[out_dir / name for name in ROUTING_ARTIFACTS]):
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
