@@ -13,7 +13,7 @@ CLAUDE_PREFIX ?= .cache/claude-code
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,embeddings]' '$(TORCH_PIN)'
+	$(PY) -m pip install --quiet -e '.[test,embeddings,ray]' '$(TORCH_PIN)'
 	touch $@
 
 venv: $(VENV)/.installed

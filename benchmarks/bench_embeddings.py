@@ -15,6 +15,11 @@ Examples:
   flock /tmp/heavy.lock python3 benchmarks/bench_embeddings.py --arch base --images 128
   python3 benchmarks/bench_embeddings.py --model-path google/siglip-base-patch16-224 --images 2000
   python3 benchmarks/bench_embeddings.py --images 512 --cache    # + cache cold/warm runs
+  python3 benchmarks/bench_embeddings.py --images 512 --ray      # + engine=ray on a local Ray
+
+--ray: every encoder also runs with engine=ray on a Ray started here with all CPUs (GPUs when
+present), the same images, and checks the output is byte-identical to engine=local. Ray's
+time includes starting the actor pool (one encoder load per actor) for the run.
 """
 from __future__ import annotations
 
@@ -63,10 +68,20 @@ def run_case(name: str, cfg: dict, n: int) -> dict:
         image_embeddings.run(cfg)
     wall = time.perf_counter() - t0  # includes model loading
     summary = dict(line.split(": ", 1) for line in out.getvalue().splitlines() if ": " in line)
-    return {"encoder": name, "device": summary.get("device"), "dim": int(summary["dim"]),
-            "images": n, "batch_size": cfg["batch_size"], "num_workers": cfg["num_workers"],
-            "encode_s": float(summary["seconds"]), "images_per_s": float(summary["images_per_s"]),
-            "wall_with_model_load_s": round(wall, 2)}
+    row = {"encoder": name, "engine": cfg.get("engine", "local"), "device": summary.get("device"),
+           "dim": int(summary["dim"]), "images": n, "batch_size": cfg["batch_size"],
+           "num_workers": cfg["num_workers"], "encode_s": float(summary["seconds"]),
+           "images_per_s": float(summary["images_per_s"]), "wall_with_model_load_s": round(wall, 2)}
+    if "engine" in summary:
+        row["how"] = summary["engine"]
+    return row
+
+
+def start_ray() -> None:
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level="warning")
 
 
 def main() -> int:
@@ -84,6 +99,8 @@ def main() -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--cache", action="store_true",
                     help="also time embedding_cache: a cold run, then a warm rerun (embeds none)")
+    ap.add_argument("--ray", action="store_true",
+                    help="also run every encoder with engine=ray on a local Ray (all CPUs)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
 
@@ -105,10 +122,17 @@ def main() -> int:
             folder = save_random_model("SigLIP", wd / "siglip", **ARCHS[args.arch])
             cases = [(f"SigLIP random-{args.arch}", "SigLIP", str(folder))]
         if not args.skip_baseline:
-            cases.append(("baseline", "baseline", None))
+            cases.append(("baseline", "baseline", "unused"))
+        if args.ray:
+            start_ray()
         for i, (name, model, path) in enumerate(cases):
             cfg = dict(base_cfg, model=model, model_path=path, output_parquet=str(wd / f"out{i}.parquet"))
             results.append(run_case(name, cfg, args.images))
+            if args.ray:
+                out = wd / f"out{i}_ray.parquet"
+                r = run_case(name, dict(cfg, engine="ray", output_parquet=str(out)), args.images)
+                r["identical_to_local"] = out.read_bytes() == Path(cfg["output_parquet"]).read_bytes()
+                results.append(r)
             if args.cache:
                 # embedding_cache: a cold run (embeds all, fills the cache), then a warm rerun
                 for phase in ("cold", "warm"):
@@ -120,6 +144,10 @@ def main() -> int:
                     if phase == "warm":
                         r["identical_to_uncached"] = out.read_bytes() == Path(cfg["output_parquet"]).read_bytes()
                     results.append(r)
+    if args.ray:
+        import ray
+
+        ray.shutdown()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     meta = {"cpus": os.cpu_count(), "jpeg_size": args.size, "peak_rss_gb": round(peak, 2)}
     if args.json:

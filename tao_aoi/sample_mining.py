@@ -40,10 +40,11 @@ from typing import Sequence
 
 import numpy as np
 
-from tao_aoi.cli import UsageError, one_line
+from tao_aoi import knn
+from tao_aoi.cli import UsageError
 
 PROG = "mine_samples.py"
-from tao_aoi.parquet_tools import SAMPLE_KEYS  # noqa: E402  (one definition of a sample)
+from tao_aoi.parquet_tools import SAMPLE_KEYS, read_parquet, read_table  # noqa: E402  (one sample)
 DATASET_COLUMNS = ("input_path", "golden_path", "label", "object_name")
 COMBINE_METADATA_KEY = "tao_aoi.sample_combine"
 COMBINE = ("concat", "mean", "first")
@@ -59,15 +60,10 @@ def _lightings(train_spec) -> tuple[list[str], str]:
 
 
 def read_dataset_csv(path) -> "object":
-    import pandas as pd
+    from tao_aoi.parquet_tools import read_csv
 
     p = Path(str(path))
-    if not p.is_file():
-        raise UsageError(f"dataset CSV not found: {p}")
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except Exception as exc:
-        raise UsageError(f"cannot read dataset CSV {p}: {one_line(exc)}") from None
+    df = read_csv(p, "dataset CSV", dtype=str, keep_default_na=False)
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in ("input_path", "label", "object_name") if c not in df.columns]
     if missing:
@@ -88,6 +84,12 @@ def is_dataset_csv(path) -> bool:
     return "input_path" in header and "object_name" in header
 
 
+def _require_images(files: list[str], what: str, hint: str = "") -> None:
+    missing = [f for f in files if not os.path.isfile(f)]
+    if missing:
+        raise UsageError(f"{len(missing)} of {len(files)} {what} are missing (first: {missing[0]}){hint}")
+
+
 def expand(csv, train_spec, media_root: str, check_exists: bool = False):
     """Per-lighting rows of a dataset CSV: filepath, the dataset columns, lighting, sample."""
     import pandas as pd
@@ -106,65 +108,68 @@ def expand(csv, train_spec, media_root: str, check_exists: bool = False):
     out["lighting"] = np.tile(np.asarray(lightings, dtype=object), n)
     out["sample"] = rep.astype(np.int64)
     if check_exists:
-        missing = [f for f in files if not os.path.isfile(f)]
-        if missing:
-            raise UsageError(f"{len(missing)} of {len(files)} lighting images are missing "
-                             f"(first: {missing[0]}); check media_root and the train spec")
+        _require_images(files, "lighting images", "; check media_root and the train spec")
     return out, lightings, ext
+
+
+def _combined_vector(vec: np.ndarray, idx: np.ndarray, ranks: np.ndarray, how: str,
+                     n_lightings: int) -> np.ndarray:
+    """One sample's embedding from its lighting rows ``idx`` (lighting order)."""
+    if how == "first":
+        return vec[idx[0]]
+    if how == "concat":
+        # lighting slots in train-spec order; a missing lighting is a zero slot
+        d = vec.shape[1]
+        v = np.zeros(n_lightings * d)
+        for r, rk in zip(idx, ranks):
+            if rk < n_lightings and not v[rk * d:(rk + 1) * d].any():
+                n = np.linalg.norm(vec[r])
+                v[rk * d:(rk + 1) * d] = vec[r] / (n if n > 0 else 1)
+        return v
+    v = vec[idx]
+    nrm = np.linalg.norm(v, axis=1, keepdims=True)
+    return (v / np.where(nrm > 0, nrm, 1)).mean(axis=0)
+
+
+def _by_sample(df, lightings: Sequence[str], image_ext: str):
+    """(rows sorted by sample, then lighting, then row; the lighting of each input row).
+    Sample order = first appearance of (input_path, object_name)."""
+    import pandas as pd
+
+    from tao_aoi.parquet_tools import lighting_of
+
+    rank = {name: i for i, name in enumerate(lightings)}
+    light = lighting_of(df, lightings, image_ext)
+    df["_rank"] = [rank.get(x, len(rank)) if x is not None else len(rank) + 1 for x in light]
+    df["_row"] = np.arange(len(df))
+    key = df["input_path"].astype(str) + "\0" + df["object_name"].astype(str)
+    df["_sample"] = pd.factorize(key)[0]
+    return df.sort_values(["_sample", "_rank", "_row"], kind="mergesort"), light
 
 
 def combine(emb_parquet, lightings: Sequence[str], image_ext: str, how: str = "concat"):
     """(Arrow table: one row per sample, number of lighting rows used)."""
     import pandas as pd
     import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from tao_aoi.data_services.nearest_neighbors import read_embeddings
-    from tao_aoi.parquet_tools import lighting_of
 
     if how not in COMBINE:
         raise UsageError(f"--combine {how!r}: use {', '.join(COMBINE)}")
     p = Path(str(emb_parquet))
     if not p.is_file():
         raise UsageError(f"embedding parquet not found: {p}")
-    table = pq.read_table(p)
+    table = read_table(p)
     names = table.column_names
     missing = [c for c in ("filepath", *SAMPLE_KEYS) if c not in names]
     if missing:
         raise UsageError(f"{p} lacks column(s) {', '.join(missing)}: per-sample mining needs "
                          f"the sample columns next to each lighting's filepath")
-    vec = read_embeddings(p, "embedding", "embedding parquet").astype(np.float64)
-    meta_cols = [c for c in names if c != "embedding"]
-    df = table.select(meta_cols).to_pandas()
-    rank = {name: i for i, name in enumerate(lightings)}
-    light = lighting_of(df, lightings, image_ext)
-    df["_rank"] = [rank.get(x, len(rank)) if x is not None else len(rank) + 1 for x in light]
-    df["_row"] = np.arange(len(df))
-    key = df["input_path"].astype(str) + "\0" + df["object_name"].astype(str)
-    # sample order = first appearance; inside a sample, lighting order
-    first_seen = pd.factorize(key)[0]
-    df["_sample"] = first_seen
-    df = df.sort_values(["_sample", "_rank", "_row"], kind="mergesort")
-    groups = df.groupby("_sample", sort=True)
-    rows = []
-    out_vec = []
-    for _, g in groups:
+    vec = _embedding_matrix(table, p).astype(np.float64)
+    df, light = _by_sample(table.select([c for c in names if c != "embedding"]).to_pandas(),
+                           lightings, image_ext)
+    rows, out_vec = [], []
+    for _, g in df.groupby("_sample", sort=True):
         idx = g["_row"].to_numpy()
-        if how == "first":
-            v = vec[idx[0]]
-        elif how == "concat":
-            # lighting slots in train-spec order; a missing lighting is a zero slot
-            d = vec.shape[1]
-            v = np.zeros(len(lightings) * d)
-            for r, rk in zip(idx, g["_rank"].to_numpy()):
-                if rk < len(lightings) and not v[rk * d:(rk + 1) * d].any():
-                    n = np.linalg.norm(vec[r])
-                    v[rk * d:(rk + 1) * d] = vec[r] / (n if n > 0 else 1)
-        else:
-            v = vec[idx]
-            nrm = np.linalg.norm(v, axis=1, keepdims=True)
-            v = (v / np.where(nrm > 0, nrm, 1)).mean(axis=0)
-        out_vec.append(v)
+        out_vec.append(_combined_vector(vec, idx, g["_rank"].to_numpy(), how, len(lightings)))
         r = g.iloc[0]
         rows.append({"filepath": r["filepath"], "input_path": r["input_path"],
                      "object_name": r["object_name"],
@@ -176,15 +181,30 @@ def combine(emb_parquet, lightings: Sequence[str], image_ext: str, how: str = "c
     if "label" not in names:
         frame = frame.drop(columns="label")
     arr = np.asarray(out_vec, np.float32) if out_vec else np.zeros((0, vec.shape[1]), np.float32)
-    d = arr.shape[1]
-    offsets = pa.array(np.arange(0, (len(arr) + 1) * d, d, dtype=np.int32))
-    emb = pa.ListArray.from_arrays(offsets, pa.array(arr.reshape(-1)))
     out = pa.Table.from_pandas(frame, preserve_index=False)
-    out = out.add_column(1, "embedding", emb)
+    out = out.add_column(1, "embedding", knn.list_array(arr))
     meta = {k: v for k, v in (table.schema.metadata or {}).items() if not k.startswith(b"pandas")}
     meta[COMBINE_METADATA_KEY.encode()] = json.dumps(
         {"combine": how, "lightings": list(lightings), "source": str(p)}).encode()
     return out.replace_schema_metadata(meta), len(df)
+
+
+def _embedding_matrix(table, path: Path) -> np.ndarray:
+    """The embedding column of an already read table, checked as the k-NN checks it."""
+    if "embedding" not in table.column_names:
+        raise UsageError(f"embedding parquet {path} has no embedding column 'embedding' (columns: "
+                         f"{', '.join(table.column_names)}); embed it first")
+    try:
+        column = table.column("embedding")
+        if not knn.is_vector_type(column.type):
+            raise knn.SourceError(f"column 'embedding' of {path} is {column.type}, not a list of floats")
+        vec = knn.matrix_of(column.combine_chunks(), path, "embedding")
+        knn.check_finite(vec, path, "embedding")
+    except knn.SourceError as exc:
+        raise UsageError(str(exc)) from None
+    if not len(vec):
+        raise UsageError(f"embedding parquet {path} has no rows")
+    return vec
 
 
 def mined_dataset(mined_parquet, samples_parquet, check_exists: bool = False,
@@ -195,9 +215,9 @@ def mined_dataset(mined_parquet, samples_parquet, check_exists: bool = False,
     from tao_aoi.gap_analysis import expand as expand_paths
     from tao_aoi.labels import normalize_label
 
-    mined = pd.read_parquet(mined_parquet, columns=["filepath"])
-    samples = pd.read_parquet(samples_parquet, columns=["filepath", "input_path", "golden_path",
-                                                        "label", "object_name"])
+    mined = read_parquet(mined_parquet, required=["filepath"])[["filepath"]]
+    wanted = ["filepath", "input_path", "golden_path", "label", "object_name"]
+    samples = read_parquet(samples_parquet, required=wanted)[wanted]
     by_fp = samples.drop_duplicates("filepath").set_index("filepath")
     unknown = [f for f in mined["filepath"] if f not in by_fp.index]
     if unknown:
@@ -213,10 +233,7 @@ def mined_dataset(mined_parquet, samples_parquet, check_exists: bool = False,
     if check_exists and lightings:
         files = expand_paths(range(len(out)), out["input_path"].tolist(),
                              out["object_name"].tolist(), lightings, image_ext, media_root)
-        missing = [f for f in files if not os.path.isfile(f)]
-        if missing:
-            raise UsageError(f"{len(missing)} lighting images of the mined samples are missing "
-                             f"(first: {missing[0]})")
+        _require_images(files, "lighting images of the mined samples")
     pool = samples[["input_path", "object_name"]].drop_duplicates()
     stats = {"mined_samples": int(len(out)), "pool_samples": int(len(pool)),
              "selectivity": round(len(out) / len(pool), 4) if len(pool) else None,
@@ -224,9 +241,7 @@ def mined_dataset(mined_parquet, samples_parquet, check_exists: bool = False,
     return out, stats
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from tao_aoi import atomic
-
+def _parser():
     from tao_aoi.cli import OneLineParser
 
     ap = OneLineParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -249,37 +264,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--train-spec", help="with --check-exists: the lightings to check")
     d.add_argument("--media-root", default="")
     d.add_argument("--check-exists", action="store_true")
-    args = ap.parse_args(argv)
+    return ap
 
-    if args.command == "expand":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        df, lightings, ext = expand(args.csv, args.train_spec, args.media_root, args.check_exists)
-        with atomic.atomic_path(Path(args.out)) as tmp:
-            pq.write_table(pa.Table.from_pandas(df, preserve_index=False), str(tmp))
-        print(f"expanded {df['sample'].nunique()} samples x {len(lightings)} lightings "
-              f"({', '.join(lightings)}) = {len(df)} images -> {args.out}")
-        return 0
-    if args.command == "combine":
-        import pyarrow.parquet as pq
+def _write_parquet(table, dest: str) -> None:
+    import pyarrow.parquet as pq
 
-        lightings, ext = _lightings(args.train_spec)
-        table, n_rows = combine(args.embeddings, lightings, ext, args.combine)
-        with atomic.atomic_path(Path(args.out)) as tmp:
-            pq.write_table(table, str(tmp))
-        partial = int(sum(1 for n in table.column("n_lightings").to_pylist() if n < len(lightings)))
-        print(f"combined {n_rows} lighting embeddings into {table.num_rows} samples "
-              f"(--combine {args.combine}; {partial} samples with fewer than {len(lightings)} "
-              f"lightings) -> {args.out}")
-        return 0
+    from tao_aoi import atomic
+
+    with atomic.atomic_path(Path(dest)) as tmp:
+        pq.write_table(table, str(tmp))
+
+
+def _expand_command(args) -> None:
+    import pyarrow as pa
+
+    df, lightings, ext = expand(args.csv, args.train_spec, args.media_root, args.check_exists)
+    _write_parquet(pa.Table.from_pandas(df, preserve_index=False), args.out)
+    print(f"expanded {df['sample'].nunique()} samples x {len(lightings)} lightings "
+          f"({', '.join(lightings)}) = {len(df)} images -> {args.out}")
+
+
+def _combine_command(args) -> None:
+    lightings, ext = _lightings(args.train_spec)
+    table, n_rows = combine(args.embeddings, lightings, ext, args.combine)
+    _write_parquet(table, args.out)
+    partial = int(sum(1 for n in table.column("n_lightings").to_pylist() if n < len(lightings)))
+    print(f"combined {n_rows} lighting embeddings into {table.num_rows} samples "
+          f"(--combine {args.combine}; {partial} samples with fewer than {len(lightings)} "
+          f"lightings) -> {args.out}")
+
+
+def _dataset_command(args) -> None:
+    from tao_aoi import atomic
+
     lightings, ext = _lightings(args.train_spec) if args.train_spec else ([], "")
     out, stats = mined_dataset(args.mined, args.samples, args.check_exists, lightings, ext,
                                args.media_root)
-    text = out.to_csv(index=False)
-    atomic.write_text(Path(args.out), text)
+    atomic.write_text(Path(args.out), out.to_csv(index=False))
     print(f"mined_dataset: {args.out} ({stats['mined_samples']} samples)")
     print(f"selectivity: {stats['mined_samples']}/{stats['pool_samples']} pool samples mined "
           f"({100 * (stats['selectivity'] or 0):.1f}%)")
     print("mined_by_label: " + json.dumps(stats["mined_by_label"], sort_keys=True))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    {"expand": _expand_command, "combine": _combine_command, "dataset": _dataset_command}[args.command](args)
     return 0

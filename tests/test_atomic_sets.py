@@ -308,3 +308,43 @@ def test_a_reader_finishes_the_set_before_reading_it(gap_experiment, child):
     _run([str(REPO / "scripts" / "draft_report.py"), str(results), "--no-plot"])
     assert {n: snapshot(results)[n] for n in new} == new
     assert hidden(results) == []
+
+
+@pytest.mark.slow
+def test_nearest_neighbors_killed_at_every_rename(tmp_path, child):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(3)
+    for name, n in (("src", 200), ("tgt", 6)):
+        vectors = rng.normal(size=(n, 8)).astype(np.float32)
+        pq.write_table(pa.table({"filepath": [f"/pool/{name}_{i}.jpg" for i in range(n)],
+                                 "embedding": pa.array(list(vectors), pa.list_(pa.float32()))}),
+                       tmp_path / f"{name}.parquet")
+    out = tmp_path / "mining" / "mined.parquet"
+    spec = tmp_path / "nn.yaml"
+    spec.write_text("{}\n")
+
+    def argv(topn):
+        return [str(REPO / "scripts" / "data_services.py"), "tmm", "nearest_neighbors", "-e", str(spec),
+                f"source_parquet={tmp_path / 'src.parquet'}", f"target_parquet={tmp_path / 'tgt.parquet'}",
+                f"output_parquet={out}", f"topn={topn}", "knn_metric=cosine"]
+
+    def untimed():  # the summary's run time differs from run to run
+        return {name: b"".join(line for line in data.splitlines(True) if b"Seconds:" not in line)
+                for name, data in snapshot(out.parent).items()}
+
+    _run(argv(5))
+    new = untimed()
+    _run(argv(1))
+    old = untimed()
+    assert new != old and set(new) == set(old)
+    pause_at = 1
+    while child(out.parent, pause_at, *argv(5)):
+        atomic.settle(out.parent, force=True)
+        assert untimed() == (new if pause_at > 1 else old), pause_at
+        assert hidden(out.parent) == []
+        _run(argv(1))
+        pause_at += 1
+    assert pause_at == len(new) + 2

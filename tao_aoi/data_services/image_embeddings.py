@@ -32,7 +32,16 @@ are embedded in ``batch_size`` chunks of their input order and appended as one n
 (written atomically; concurrent runs each add their own shard). A rerun over unchanged
 images embeds none and writes the same parquet bit for bit. Unreadable images are never
 cached. Every run writes ``<output stem>.summary.json`` (``embedded``,
-``reused_from_cache``, ``unreadable``, ...).
+``reused_from_cache``, ``unreadable``, ...); the output parquet, the summary JSON and the
+unreadable list are written as one set (all or nothing).
+
+``engine=ray`` (local runner): the misses go to Ray Data (:mod:`tao_aoi.ray_engine`), the same
+``batch_size`` chunks encoded by an actor pool, and come back as parquet shards; the cache is
+read before and filled after the Ray stage, on this machine. Same output as ``engine=local``.
+
+Stages: :func:`load` (validate, read the input once, load the encoder) -> :func:`embed` (the
+only step that reads images: cache lookup + encoder, locally or on Ray) -> :func:`compute`
+(pure: output table, counts) -> :func:`write`; :func:`run` chains them.
 """
 from __future__ import annotations
 
@@ -41,10 +50,13 @@ import json
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from tao_aoi import atomic, knn, specs
 from tao_aoi.cli import RunFailed, UsageError, one_line
 from tao_aoi.contract import MARK_MISSING_IMAGES
 
@@ -56,16 +68,31 @@ PREFETCH_BATCHES = 3
 SHOW_UNREADABLE = 20
 
 
+def config(cfg: Mapping) -> specs.ActionConfig:
+    return specs.make_config("embedding", "image_embeddings", cfg)
+
+
 def unreadable_sidecar(output_parquet: str | Path) -> Path:
     out = Path(output_parquet)
     return out.with_name(out.stem + ".unreadable_images.txt")
 
 
+def summary_json_path(output_parquet: str | Path) -> Path:
+    out = Path(output_parquet)
+    return out.with_name(out.stem + ".summary.json")
+
+
+def is_blank_path(path) -> bool:
+    return path is None or (isinstance(path, float) and np.isnan(path)) or str(path).strip() == ""
+
+
+# ----------------------------------------------------------------------------- images -> vectors
+
 def _load_one(path, encoder):
     """(preprocessed array, None) or (None, reason). Never raises for a bad image."""
     from PIL import Image, UnidentifiedImageError
 
-    if path is None or (isinstance(path, float) and np.isnan(path)) or str(path).strip() == "":
+    if is_blank_path(path):
         return None, "empty filepath"
     try:
         with Image.open(str(path)) as im:
@@ -81,7 +108,7 @@ def _load_one(path, encoder):
         return None, f"{type(exc).__name__}: {one_line(exc)}"
 
 
-def _batches(paths: list, encoder, batch_size: int, num_workers: int):
+def decoded_batches(paths: list, encoder, batch_size: int, num_workers: int):
     """Yield (start, [(array|None, reason|None), ...]) batch by batch, decoding ahead."""
     n = len(paths)
     if num_workers <= 0:
@@ -107,13 +134,34 @@ def _batches(paths: list, encoder, batch_size: int, num_workers: int):
             yield b0, [f.result() for f in futures]
 
 
-CACHE_COLUMNS = ("key", "filepath", "embedding")
+def encode_decoded(encoder, results: list) -> tuple[list[int], np.ndarray, list[tuple[int, str]]]:
+    """One batch through the encoder: (positions encoded, their float32 vectors, [(position,
+    why) unreadable]). The readable images of a batch are encoded together, in order."""
+    ok = [i for i, (arr, _) in enumerate(results) if arr is not None]
+    bad = [(i, why) for i, (arr, why) in enumerate(results) if arr is None]
+    if not ok:
+        return ok, np.zeros((0, 0), np.float32), bad
+    vecs = np.asarray(encoder.encode_arrays(np.stack([results[i][0] for i in ok])), np.float32)
+    return ok, vecs, bad
 
 
-def summary_json_path(output_parquet: str | Path) -> Path:
-    out = Path(output_parquet)
-    return out.with_name(out.stem + ".summary.json")
+def _embed_local(encoder, paths: list, batch_size: int, num_workers: int, done: int):
+    """({position: vector}, [(position, why)]) for ``paths``, on this machine."""
+    from tqdm import tqdm
 
+    got: dict[int, np.ndarray] = {}
+    bad: list[tuple[int, str]] = []
+    with tqdm(total=len(paths) + done, initial=done, desc="embedding", unit="img", file=sys.stderr,
+              mininterval=1.0 if sys.stderr.isatty() else 30.0) as bar:
+        for b0, results in decoded_batches(paths, encoder, batch_size, num_workers):
+            ok, vecs, why = encode_decoded(encoder, results)
+            got.update((b0 + i, v) for i, v in zip(ok, vecs))
+            bad.extend((b0 + i, w) for i, w in why)
+            bar.update(len(results))
+    return got, bad
+
+
+# ----------------------------------------------------------------------------- cache
 
 def _image_key(path, content_hash: bool) -> str | None:
     """Cache key of one image (None: cannot stat/read it; it is then embedded, and fails, as
@@ -121,7 +169,7 @@ def _image_key(path, content_hash: bool) -> str | None:
     import hashlib
     import os
 
-    if path is None or (isinstance(path, float) and np.isnan(path)) or str(path).strip() == "":
+    if is_blank_path(path):
         return None
     try:
         if content_hash:
@@ -138,21 +186,33 @@ def _image_key(path, content_hash: bool) -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What the output and the cache record of the encoder that made the vectors (with
+    engine=ray: the actors' device, not this process's)."""
+
+    identity: dict
+    device: str
+
+    @property
+    def dim(self) -> int:
+        return int(self.identity["dim"])
+
+
 class EmbeddingCache:
     """Parquet shards of (key, filepath, embedding float32) under ``root/<encoder key>``."""
 
     def __init__(self, root: str | Path, encoder, content_hash: bool) -> None:
         from tao_aoi.encoders import cache_identity, cache_key
 
-        self.root = Path(str(root))
-        if self.root.exists() and not self.root.is_dir():
-            raise UsageError(f"embedding_cache {self.root} is a file; give a folder")
+        self.root = check_cache_root(root)
         self.folder = self.root / cache_key(encoder)
         self.identity = cache_identity(encoder)
         self.content_hash = content_hash
 
     def lookup(self, keys: list) -> dict[str, np.ndarray]:
         """{key: float32 vector} for the wanted keys present in the cache."""
+        import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
@@ -160,22 +220,16 @@ class EmbeddingCache:
         found: dict[str, np.ndarray] = {}
         if not wanted or not self.folder.is_dir():
             return found
-        import pyarrow as pa
-
         want_arr = pa.array(sorted(wanted), pa.string())
         for shard in sorted(self.folder.glob("*.parquet")):
             try:
                 t = pq.read_table(shard, columns=["key", "embedding"])
+                t = t.filter(pc.is_in(t.column("key"), value_set=want_arr))
+                vecs = knn.matrix_of(t.column("embedding").combine_chunks(), shard, "embedding")
             except Exception as exc:
                 print(f"notice: embedding cache shard {shard} unreadable ({one_line(exc)}); "
                       f"ignored", file=sys.stderr)
                 continue
-            t = t.filter(pc.is_in(t.column("key"), value_set=want_arr))
-            if not t.num_rows:
-                continue
-            emb = t.column("embedding").combine_chunks()
-            vals = emb.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-            vecs = vals.reshape(t.num_rows, -1)
             for k, v in zip(t.column("key").to_pylist(), vecs):
                 found.setdefault(k, v)
         return found
@@ -187,52 +241,158 @@ class EmbeddingCache:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        from tao_aoi import atomic
-
-        rows = [i for i, k in enumerate(keys) if k is not None]
-        if not rows:
+        if not keys:
             return None
         self.folder.mkdir(parents=True, exist_ok=True)
         ident = self.folder / "encoder.json"
         if not ident.exists():
             atomic.write_text(ident, json.dumps(self.identity, sort_keys=True, indent=1) + "\n")
-        d = vectors.shape[1]
-        v = np.ascontiguousarray(vectors[rows], np.float32)
-        offsets = pa.array(np.arange(0, (len(rows) + 1) * d, d, dtype=np.int32))
-        table = pa.table({"key": pa.array([keys[i] for i in rows], pa.string()),
-                          "filepath": pa.array([str(filepaths[i]) for i in rows], pa.string()),
-                          "embedding": pa.ListArray.from_arrays(offsets, pa.array(v.reshape(-1)))})
+        table = pa.table({"key": pa.array(keys, pa.string()),
+                          "filepath": pa.array([str(f) for f in filepaths], pa.string()),
+                          "embedding": knn.list_array(np.ascontiguousarray(vectors, np.float32))})
         path = self.folder / f"part-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
         with atomic.atomic_path(path) as tmp:
             pq.write_table(table, str(tmp))
         return path
 
 
-def _validate(cfg: dict):
-    import pyarrow.parquet as pq
+def check_cache_root(root) -> Path:
+    path = Path(str(root))
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"embedding_cache {path} is a file; give a folder")
+    return path
 
-    src = Path(str(cfg["input_parquet"]))
+
+# ----------------------------------------------------------------------------- load
+
+@dataclass(frozen=True)
+class Inputs:
+    src: Path
+    out: Path
+    frame: Any  # pandas DataFrame: the input parquet, read once, as the container reads it
+    paths: list  # its filepath column
+    encoder: Any  # tao_aoi.encoders.Encoder (engine=ray: a CPU copy, for its identity)
+    cfg: specs.ActionConfig
+
+
+def _read_input(src: Path):
+    import pandas as pd
+
     if not src.is_file():
         raise UsageError(f"input_parquet not found: {src}")
     try:
-        names = pq.read_schema(src).names
+        frame = pd.read_parquet(src)
     except Exception as exc:
         raise UsageError(f"input_parquet {src} is not a readable parquet: {one_line(exc)}") from None
-    if "filepath" not in names:
+    if "filepath" not in frame.columns:
         raise UsageError(f"input_parquet {src} has no 'filepath' column (columns: "
-                         f"{', '.join(names) or 'none'})")
-    out = Path(str(cfg["output_parquet"]))
+                         f"{', '.join(map(str, frame.columns)) or 'none'})")
+    return frame
+
+
+def load(cfg: Mapping) -> Inputs:
+    """Validate every input before anything is written; UsageError names the first problem."""
+    from tao_aoi.encoders import load_encoder
+
+    cfg = config(cfg)
+    if cfg.engine == "ray":
+        from tao_aoi import ray_engine
+
+        ray_engine.require()
+    src = Path(cfg.input_parquet)
+    frame = _read_input(src)
+    out = Path(cfg.output_parquet)
     if out.resolve() == src.resolve():
         raise UsageError("output_parquet must differ from input_parquet")
     if out.exists() and out.is_dir():
         raise UsageError(f"output_parquet {out} is a directory; give a file path")
-    batch_size = int(cfg.get("batch_size", 64))
-    if batch_size < 1:
-        raise UsageError("batch_size must be >= 1")
-    return src, out
+    from tao_aoi.paths import check_writable
+
+    check_writable(out, "output_parquet")  # now, not after an hour of encoding
+    # engine=ray: the actors pick their device; this copy only names the encoder
+    device = "cpu" if cfg.engine == "ray" else cfg.device
+    encoder = load_encoder(cfg.model, cfg.model_path, cfg.model_config_path, device)
+    if cfg.embedding_cache.strip():
+        check_cache_root(cfg.embedding_cache.strip())
+    return Inputs(src, out, frame, frame["filepath"].tolist(), encoder, cfg)
 
 
-def _output_table(src: Path, names: list, vectors: np.ndarray, identity: dict | None):
+# ----------------------------------------------------------------------------- embed
+
+@dataclass(frozen=True)
+class Embedded:
+    keys: list  # cache key per input row (None: no cache or no key)
+    hits: dict  # key -> cached vector
+    got: dict  # input row -> vector embedded now
+    unreadable: list  # [(filepath, why)] in input order
+    reused: int  # rows whose vector came from the cache
+    info: EncoderInfo
+    cache: EmbeddingCache | None
+    seconds: float
+    engine_note: str
+
+
+def embed(inputs: Inputs) -> Embedded:
+    """Vectors for every input row: from the cache, else from the encoder (here or on Ray)."""
+    cfg = inputs.cfg
+    t0 = time.perf_counter()
+    if cfg.engine != "ray":
+        info = EncoderInfo(inputs.encoder.identity, inputs.encoder.device)
+
+        def local(paths: list, done: int):
+            got, bad = _embed_local(inputs.encoder, paths, cfg.batch_size, cfg.num_workers, done)
+            return got, bad, ""
+
+        return _embed_misses(inputs, info, local, t0)
+    from tao_aoi import ray_engine
+
+    with ray_engine.connect(cfg.ray_address) as ray:
+        shape = ray_engine.actor_shape(ray, cfg.model, cfg.device)
+        identity = dict(inputs.encoder.identity)
+        if "device" in identity:
+            identity["device"] = shape.device
+        work = inputs.out.with_name(f".{inputs.out.stem}.ray-shards")
+
+        def on_ray(paths: list, done: int):
+            return ray_engine.embed(ray, shape, paths, cfg, work)
+
+        return _embed_misses(inputs, EncoderInfo(identity, shape.device), on_ray, t0)
+
+
+def _embed_misses(inputs: Inputs, info: EncoderInfo, embed_paths: Callable, t0: float) -> Embedded:
+    cfg, paths = inputs.cfg, inputs.paths
+    root = cfg.embedding_cache.strip()
+    cache = EmbeddingCache(root, info, cfg.embedding_cache_hash) if root else None
+    keys: list = [None] * len(paths)
+    hits: dict[str, np.ndarray] = {}
+    if cache is not None:
+        keys = [_image_key(p, cfg.embedding_cache_hash) for p in paths]
+        hits = cache.lookup(keys)
+    todo = [i for i in range(len(paths)) if keys[i] is None or keys[i] not in hits]
+    got_at, bad_at, note = embed_paths([paths[i] for i in todo], len(paths) - len(todo))
+    got = {todo[p]: v for p, v in got_at.items()}
+    unreadable = [(str(paths[todo[p]]), why) for p, why in sorted(bad_at)]
+    return Embedded(keys, hits, got, unreadable, len(paths) - len(todo), info, cache,
+                    time.perf_counter() - t0, note)
+
+
+# ----------------------------------------------------------------------------- compute
+
+@dataclass(frozen=True)
+class Result:
+    table: Any  # pyarrow Table: output_parquet
+    stats: dict  # <output stem>.summary.json
+    unreadable: list
+    identity: dict
+    cache: EmbeddingCache | None
+    cache_new: tuple  # (keys, filepaths, vectors) to add to the cache
+    src: Path
+    out: Path
+    device: str
+    engine_note: str
+
+
+def _output_table(frame, names: list, vectors: np.ndarray, identity: dict | None):
     """The container's output frame, built the way it builds it (pandas), except that the
     embedding column goes straight from the float32 array to list<double> (the same values
     as the container's Python floats, without a Python object per element)."""
@@ -243,157 +403,145 @@ def _output_table(src: Path, names: list, vectors: np.ndarray, identity: dict | 
 
     # object dtype as in the container's frame (pd.DataFrame(columns=...) + concat): that
     # decides the Arrow type of filepath (string; null when there are no rows).
-    frame = pd.DataFrame({"filepath": pd.Series(names, dtype=object)})
+    out = pd.DataFrame({"filepath": pd.Series(names, dtype=object)})
     row = "__tao_aoi_row__"
-    input_df = pd.read_parquet(src)
-    while row in input_df.columns:
+    while row in frame.columns:
         row += "_"
-    extra = [c for c in input_df.columns if c not in ("filepath", "embedding")]
+    extra = [c for c in frame.columns if c not in ("filepath", "embedding")]
     if extra:
-        frame[row] = np.arange(len(names), dtype=np.int64)
-        frame = frame.merge(input_df[["filepath"] + extra], on="filepath", how="left")
-        take = frame.pop(row).to_numpy()
-        vectors = vectors[take]
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    if len(names):
-        d = vectors.shape[1]
-        offsets = pa.array(np.arange(0, (len(vectors) + 1) * d, d, dtype=np.int32))
-        emb = pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1).astype(np.float64)))
-    else:
-        emb = pa.nulls(0)  # the container's empty object column
+        out[row] = np.arange(len(names), dtype=np.int64)
+        out = out.merge(frame[["filepath"] + extra], on="filepath", how="left")
+        vectors = vectors[out.pop(row).to_numpy()]
+    table = pa.Table.from_pandas(out, preserve_index=False)
+    # no rows: the container's empty object column
+    emb = knn.list_array(vectors, pa.float64()) if len(names) else pa.nulls(0)
     table = table.add_column(1, "embedding", emb)
     meta = dict(identity_metadata(identity)) if identity else {}
     return table.replace_schema_metadata(meta or None)
 
 
-def run(cfg: dict) -> int:
-    import pandas as pd
-    import pyarrow.parquet as pq
-    from tqdm import tqdm
+def _cache_new(embedded: Embedded, paths: list) -> tuple:
+    """The vectors embedded now, one per cache key (a path listed twice is embedded twice,
+    cached once)."""
+    if embedded.cache is None:
+        return (), (), None
+    first: dict[str, int] = {}
+    for i in sorted(embedded.got):
+        if embedded.keys[i] is not None:
+            first.setdefault(embedded.keys[i], i)
+    rows = sorted(first.values())
+    if not rows:
+        return (), (), None
+    return (tuple(embedded.keys[i] for i in rows), tuple(paths[i] for i in rows),
+            np.stack([embedded.got[i] for i in rows]))
 
-    from tao_aoi import atomic
-    from tao_aoi.encoders import load_encoder
 
-    src, out = _validate(cfg)
-    batch_size = int(cfg.get("batch_size", 64))
-    num_workers = int(cfg.get("num_workers", 4))
-    encoder = load_encoder(cfg.get("model", "SigLIP"), cfg.get("model_path"),
-                           cfg.get("model_config_path"), cfg.get("device", "auto"))
-    if "embedding" in pq.read_schema(src).names:
-        print("notice: input_parquet already has an 'embedding' column; it is replaced",
-              file=sys.stderr)
-    sidecar = unreadable_sidecar(out)
-    paths = pd.read_parquet(src, columns=["filepath"])["filepath"].tolist()
-    n = len(paths)
-    cache_dir = str(cfg.get("embedding_cache") or "").strip()
-    from tao_aoi.specs import parse_flag
-
-    content_hash = parse_flag(cfg.get("embedding_cache_hash", False), "embedding_cache_hash")
-    cache = EmbeddingCache(cache_dir, encoder, content_hash) if cache_dir else None
-    unreadable: list[tuple[str, str]] = []
-    t0 = time.perf_counter()
-    keys: list = [None] * n
-    hits: dict[str, np.ndarray] = {}
-    if cache is not None:
-        keys = [_image_key(p, content_hash) for p in paths]
-        hits = cache.lookup(keys)
-    todo = [i for i in range(n) if keys[i] is None or keys[i] not in hits]
-    got: dict[int, np.ndarray] = {}   # input row -> vector (misses, embedded now)
-    try:
-        bar = tqdm(total=n, desc="embedding", unit="img", file=sys.stderr,
-                   mininterval=1.0 if sys.stderr.isatty() else 30.0)
-        bar.update(n - len(todo))
-        todo_paths = [paths[i] for i in todo]
-        for b0, results in _batches(todo_paths, encoder, batch_size, num_workers):
-            ok = [i for i, (arr, _) in enumerate(results) if arr is not None]
-            for i, (arr, why) in enumerate(results):
-                if arr is None:
-                    unreadable.append((str(todo_paths[b0 + i]), why))
-            if ok:
-                vecs = np.asarray(
-                    encoder.encode_arrays(np.stack([results[i][0] for i in ok])), np.float32)
-                for i, v in zip(ok, vecs):
-                    got[todo[b0 + i]] = v
-            bar.update(len(results))
-        bar.close()
-        rows = [i for i in range(n) if i in got or (keys[i] is not None and keys[i] in hits)]
-        names: list = [paths[i] for i in rows]
-        if n and not names:
-            raise RunFailed(f"none of the {n} images in {src} could be read "
-                            f"(first: {unreadable[0][0]}: {unreadable[0][1]}); see {sidecar}")
-        vectors = (np.stack([got[i] if i in got else hits[keys[i]] for i in rows]).astype(np.float32, copy=False)
-                   if rows else np.zeros((0, encoder.dim), np.float32))
-        if cache is not None and got:
-            new = sorted(got)
-            # one entry per key (a path listed twice is embedded twice, cached once)
-            first = {}
-            for i in new:
-                first.setdefault(keys[i], i)
-            new = [i for i in new if keys[i] is not None and first[keys[i]] == i]
-            if new:
-                cache.add([keys[i] for i in new], [paths[i] for i in new],
-                          np.stack([got[i] for i in new]))
-        if len(vectors):
-            ident = dict(encoder.identity)
-            ident["dim"] = int(vectors.shape[1])
-            encoder.identity = ident
-        table = _output_table(src, names, vectors, encoder.identity)
-        with atomic.atomic_path(out) as tmp:
-            pq.write_table(table, str(tmp))
-    except BaseException:
-        out.unlink(missing_ok=True)
-        if unreadable:
-            _write_sidecar(sidecar, unreadable)
-        raise
-    if unreadable:
-        _write_sidecar(sidecar, unreadable)
-    else:
-        sidecar.unlink(missing_ok=True)
-    seconds = time.perf_counter() - t0
-    reused = n - len(todo)
-    stats = {"rows_in": n, "rows_written": table.num_rows, "embedded": len(got),
-             "reused_from_cache": reused, "unreadable": len(unreadable),
+def compute(inputs: Inputs, embedded: Embedded) -> Result:
+    """The output table and the counts (pure). RunFailed when no image could be read."""
+    paths, n = inputs.paths, len(inputs.paths)
+    rows = [i for i in range(n) if i in embedded.got or
+            (embedded.keys[i] is not None and embedded.keys[i] in embedded.hits)]
+    if n and not rows:
+        bad = embedded.unreadable
+        raise RunFailed(f"none of the {n} images in {inputs.src} could be read "
+                        f"(first: {bad[0][0]}: {bad[0][1]}); see {unreadable_sidecar(inputs.out)}")
+    vectors = (np.stack([embedded.got[i] if i in embedded.got else embedded.hits[embedded.keys[i]]
+                         for i in rows]).astype(np.float32, copy=False)
+               if rows else np.zeros((0, embedded.info.dim), np.float32))
+    identity = dict(embedded.info.identity)
+    if len(vectors):
+        identity["dim"] = int(vectors.shape[1])
+    table = _output_table(inputs.frame, [paths[i] for i in rows], vectors, identity)
+    cache = embedded.cache
+    stats = {"rows_in": n, "rows_written": table.num_rows, "embedded": len(embedded.got),
+             "reused_from_cache": embedded.reused,
+             "unreadable": len(embedded.unreadable),
              "embedding_cache": str(cache.folder) if cache else None,
-             "embedding_cache_key": ("content sha256" if content_hash else "path+size+mtime_ns")
+             "embedding_cache_key": ("content sha256" if cache.content_hash else "path+size+mtime_ns")
              if cache else None,
-             "seconds": round(seconds, 3), "encoder": encoder.identity}
-    from tao_aoi import atomic as _atomic
-
-    _atomic.write_text(summary_json_path(out), json.dumps(stats, sort_keys=True, indent=1) + "\n")
-    _print_summary(src, out, n, table.num_rows, unreadable, encoder, seconds, sidecar,
-                   table.column_names)
-    print(f"embedded: {len(got)}")
-    print(f"reused_from_cache: {reused}" + (f" (cache {cache.folder})" if cache else " (no embedding_cache)"))
-    print(f"summary_json: {summary_json_path(out)}")
-    return 0
+             "engine": inputs.cfg.engine,
+             "seconds": round(embedded.seconds, 3), "encoder": identity}
+    return Result(table, stats, list(embedded.unreadable), identity, cache, _cache_new(embedded, paths),
+                  inputs.src, inputs.out, embedded.info.device, embedded.engine_note)
 
 
-def _write_sidecar(path: Path, unreadable: list[tuple[str, str]]) -> None:
-    from tao_aoi import atomic
+# ----------------------------------------------------------------------------- write
 
-    atomic.write_text(path, "".join(f"{p}\t{why}\n" for p, why in unreadable))
+def _sidecar_text(unreadable: list) -> str:
+    return "".join(f"{p}\t{why}\n" for p, why in unreadable)
 
 
-def _print_summary(src, out, n, written, unreadable, encoder, seconds, sidecar, columns) -> None:
+def write(result: Result) -> None:
+    """New vectors into the cache, then output_parquet, <stem>.summary.json and (when images
+    were unreadable) <stem>.unreadable_images.txt as one set; an older run's list of
+    unreadable images goes in the same commit when this run has none."""
+    import pyarrow.parquet as pq
+
+    keys, filepaths, vectors = result.cache_new
+    if keys:
+        result.cache.add(list(keys), list(filepaths), vectors)
+    sidecar = unreadable_sidecar(result.out)
+    dests = [result.out, summary_json_path(result.out)] + ([sidecar] if result.unreadable else [])
+    with atomic.atomic_paths(*dests, remove=[] if result.unreadable else [sidecar]) as tmps:
+        pq.write_table(result.table, str(tmps[0]))
+        tmps[1].write_text(json.dumps(result.stats, sort_keys=True, indent=1) + "\n", encoding="utf-8")
+        if result.unreadable:
+            tmps[2].write_text(_sidecar_text(result.unreadable), encoding="utf-8")
+
+
+def summary(result: Result) -> str:
+    n, stats, unreadable = result.stats["rows_in"], result.stats, result.unreadable
+    seconds, sidecar = stats["seconds"], unreadable_sidecar(result.out)
     lines = [
         "embedding image_embeddings: done",
-        f"input_parquet: {src}",
-        f"output_parquet: {out}",
+        f"input_parquet: {result.src}",
+        f"output_parquet: {result.out}",
         f"rows_in: {n}",
-        f"rows_written: {written}",
-        f"columns: {', '.join(columns)}",
+        f"rows_written: {stats['rows_written']}",
+        f"columns: {', '.join(result.table.column_names)}",
         f"unreadable_images: {len(unreadable)}",
-        f"dim: {encoder.dim}",
-        f"encoder: {json.dumps(encoder.identity, sort_keys=True)}",
-        f"device: {encoder.device}",
+        f"dim: {result.identity['dim']}",
+        f"encoder: {json.dumps(result.identity, sort_keys=True)}",
+        f"device: {result.device}",
         f"seconds: {seconds:.2f}",
         f"images_per_s: {n / seconds if seconds > 0 else 0.0:.1f}",
     ]
+    if result.engine_note:
+        lines.append(f"engine: {result.engine_note}")
     if unreadable:
         lines.append(f"{MARK_MISSING_IMAGES} {len(unreadable)} of {n} images could not be read; "
                      f"their rows were dropped (full list: {sidecar})")
-        for p, why in unreadable[:SHOW_UNREADABLE]:
-            lines.append(f"  unreadable: {p} ({why})")
+        lines += [f"  unreadable: {p} ({why})" for p, why in unreadable[:SHOW_UNREADABLE]]
         if len(unreadable) > SHOW_UNREADABLE:
             lines.append(f"  ... and {len(unreadable) - SHOW_UNREADABLE} more in {sidecar}")
-    print("\n".join(lines))
+    cache = stats["embedding_cache"]
+    lines += [f"embedded: {stats['embedded']}",
+              f"reused_from_cache: {stats['reused_from_cache']}"
+              + (f" (cache {cache})" if cache else " (no embedding_cache)"),
+              f"summary_json: {summary_json_path(result.out)}"]
+    return "\n".join(lines)
+
+
+def run(cfg: Mapping) -> int:
+    inputs = load(cfg)
+    if "embedding" in inputs.frame.columns:
+        print("notice: input_parquet already has an 'embedding' column; it is replaced",
+              file=sys.stderr)
+    embedded = None
+    try:
+        embedded = embed(inputs)
+        result = compute(inputs, embedded)
+        write(result)
+    except BaseException:
+        # a failed run leaves no stale output to be taken as this run's; the list of
+        # unreadable images is what explains the failure
+        stale = [inputs.out, summary_json_path(inputs.out)]
+        if embedded is not None and embedded.unreadable:
+            with atomic.atomic_paths(unreadable_sidecar(inputs.out), remove=stale) as (tmp,):
+                tmp.write_text(_sidecar_text(embedded.unreadable), encoding="utf-8")
+        else:
+            for path in stale:
+                path.unlink(missing_ok=True)
+        raise
+    print(summary(result))
+    return 0

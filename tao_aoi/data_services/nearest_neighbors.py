@@ -20,8 +20,9 @@ container's. Columns the project adds follow it: ``label`` (of the source row mi
 ``best_distance`` (closest kept pair of that filepath) and ``nearest_target`` (filepath of
 that pair's target; the earliest such pair on equal distances). ``mining_summary.txt``
 beside it starts with the container's text line for line; the runner's own lines follow.
-Both parquets must record the same encoder (metadata written by ``embedding
-image_embeddings``); a mismatch is refused unless ``allow_encoder_mismatch``.
+Both are written as one set (all or nothing). Both parquets must record the same encoder
+(metadata written by ``embedding image_embeddings``); a mismatch is refused unless
+``allow_encoder_mismatch``.
 
 Local-runner additions (the container has none of these):
 
@@ -33,21 +34,32 @@ Local-runner additions (the container has none of these):
   ledger). Source rows whose filepath (``os.path.normpath``) is listed leave the candidate
   set BEFORE the search, so every target still gets its ``topn`` nearest non-excluded
   sources (history-aware mining that does not empty itself).
+* ``engine=ray`` (``ray_address``: empty starts a local Ray, ``auto`` or ``ray://host:10001``
+  joins a cluster): each shard (large ones cut in row ranges) is searched by one Ray task,
+  the partial candidates are merged exactly on the driver (:mod:`tao_aoi.ray_engine`); the
+  output is identical to ``engine=local``.
+
+Stages: :func:`load` (validate and open everything) -> :func:`search` (the k-NN, the only
+step that reads the pool; the engine choice) -> :func:`compute` (pure: filters, table,
+summary text) -> :func:`write`; :func:`run` chains them.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 
-from tao_aoi.cli import UsageError, one_line
-from tao_aoi.labels import normalize_label
-from tao_aoi.specs import parse_flag
+from tao_aoi import atomic, knn, specs
 from tao_aoi import contract as rr
+from tao_aoi.cli import UsageError, one_line
 from tao_aoi.contract import MARK_LABEL_FILTER_NOOP
+from tao_aoi.labels import normalize_label
 
 SUMMARY = ("Mine the topn nearest source images of every target embedding, dedupe them and write the "
            "unique filepaths plus mining_summary.txt.")
@@ -63,6 +75,10 @@ MARK_ENCODER_UNKNOWN = rr.MARK_ENCODER_UNKNOWN
 # any other value is off (there is no error), so "on" or " true" are off there too.
 FLAG_ON = ("true", "1", "yes")
 FLAG_OFF = ("false", "0", "no")
+
+
+def config(cfg: Mapping) -> specs.ActionConfig:
+    return specs.make_config("tmm", "nearest_neighbors", cfg)
 
 
 def label_filter_requested(value) -> tuple[bool, str | None]:
@@ -82,47 +98,48 @@ def summary_path(output_parquet: str | Path) -> Path:
 
 
 def read_embeddings(path: str | Path, column: str, key: str) -> np.ndarray:
-    """The embedding column as a float32 (rows, dim) array, filled row group by row group."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    # pre_buffer=False + a read buffer: pages are streamed, so the transient memory is a
-    # few batches whatever the row-group size (pre-buffering holds whole column chunks).
-    pf = pq.ParquetFile(str(path), pre_buffer=False, buffer_size=4 << 20)
-    names = pf.schema_arrow.names
-    if column not in names:
-        raise UsageError(f"{key} {path} has no embedding column {column!r} (columns: "
-                         f"{', '.join(names)}); set the *_embed_column_name key or embed it first")
-    ftype = pf.schema_arrow.field(column).type
-    if not (pa.types.is_list(ftype) or pa.types.is_large_list(ftype) or pa.types.is_fixed_size_list(ftype)):
-        raise UsageError(f"column {column!r} of {path} is {ftype}, not a list of floats")
-    n = pf.metadata.num_rows
-    out: np.ndarray | None = None
-    row = 0
-    for batch in pf.iter_batches(columns=[column], batch_size=8192, use_threads=False):
-        arr = batch.column(0)
-        if arr.null_count:
-            raise UsageError(f"{path}: {arr.null_count} rows have no {column!r} value")
-        lengths = np.asarray(arr.value_lengths()) if not pa.types.is_fixed_size_list(arr.type) \
-            else np.full(len(arr), arr.type.list_size)
-        if len(arr) == 0:
-            continue
-        dim = int(lengths[0])
-        if out is None:
-            if dim == 0:
-                raise UsageError(f"{path}: column {column!r} holds empty vectors")
-            out = np.empty((n, dim), np.float32)
-        if (lengths != out.shape[1]).any():
-            raise UsageError(f"{path}: column {column!r} has vectors of different lengths "
-                             f"({out.shape[1]} and {int(lengths[lengths != out.shape[1]][0])})")
-        values = arr.flatten().to_numpy(zero_copy_only=False)
-        out[row:row + len(arr)] = values.reshape(len(arr), out.shape[1])
-        row += len(arr)
-    if out is None:
+    """The embedding column of one parquet as a float32 (rows, dim) array; UsageError names
+    ``key`` (the config key the file came from)."""
+    try:
+        out = knn.read_matrix(path, column)
+    except knn.SourceError as exc:
+        raise UsageError(f"{key} {exc}") from None
+    if not len(out):
         raise UsageError(f"{key} {path} has no rows")
-    if any(not np.isfinite(out[r:r + 65536]).all() for r in range(0, len(out), 65536)):
-        raise UsageError(f"{path}: column {column!r} holds NaN or infinite values")
     return out
+
+
+# ----------------------------------------------------------------------------- load
+
+@dataclass(frozen=True)
+class Inputs:
+    """Everything validated; the pool stays on disk (``pool`` reads it block by block)."""
+
+    src: Path
+    tgt: Path
+    out: Path
+    output_text: str  # output_parquet as given: the container prints it so
+    topn: int
+    metric: str
+    threshold: float
+    engine: str
+    ray_address: str
+    pool: Any  # knn.ParquetShards
+    targets: np.ndarray  # float32, unit rows for cosine
+    src_ids: dict  # filepath (and label) as pandas reads them
+    tgt_ids: dict
+    exclude: np.ndarray | None
+    exclude_src: str
+    excluded_listed: int
+    src_identity: dict | None
+    encoder_check: str
+    label_filter: bool
+    warnings: tuple[str, ...]
+    started: float
+
+    @property
+    def n_excluded(self) -> int:
+        return 0 if self.exclude is None else int(self.exclude.sum())
 
 
 def _read_columns(path: Path, wanted: tuple[str, ...]) -> dict:
@@ -133,9 +150,7 @@ def _read_columns(path: Path, wanted: tuple[str, ...]) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from tao_aoi.knn import shard_paths
-
-    shards = shard_paths(path) if path.is_dir() else [path]
+    shards = knn.shard_paths(path)
     names = [pq.read_schema(str(p)).names for p in shards]
     present = [c for c in wanted if all(c in n for n in names)]
     if not present:
@@ -149,11 +164,8 @@ def _read_columns(path: Path, wanted: tuple[str, ...]) -> dict:
 def _source_identity(src: Path) -> dict | None:
     """The encoder identity of the pool; a folder's shards must all record the same one."""
     from tao_aoi.encoders import describe, read_encoder_identity, same_encoder
-    from tao_aoi.knn import shard_paths
 
-    if not src.is_dir():
-        return read_encoder_identity(src)
-    shards = shard_paths(src)
+    shards = knn.shard_paths(src)
     first = read_encoder_identity(shards[0])
     for p in shards[1:]:
         ident = read_encoder_identity(p)
@@ -167,8 +179,6 @@ def _source_identity(src: Path) -> dict | None:
 def read_exclusions(value) -> tuple[set[str], str]:
     """(normalised filepaths to exclude, source description) from ``exclude_parquet``:
     a parquet or .csv with a ``filepath`` column (a mined parquet or a mining ledger)."""
-    import os
-
     from tao_aoi import ledger
 
     text = "" if value is None else str(value).strip()
@@ -212,12 +222,8 @@ def _check_encoders(src_id: dict | None, tgt_id: dict | None, dims: tuple[int, i
     return "same encoder on both sides", warnings
 
 
-def _validate(cfg: dict):
-    from tao_aoi.knn import canonical_metric
-
-    src = Path(str(cfg["source_parquet"]))
-    tgt = Path(str(cfg["target_parquet"]))
-    out = Path(str(cfg["output_parquet"]))
+def _paths(cfg) -> tuple[Path, Path, Path]:
+    src, tgt, out = Path(cfg.source_parquet), Path(cfg.target_parquet), Path(cfg.output_parquet)
     if not (src.is_file() or src.is_dir()):
         raise UsageError(f"source_parquet not found: {src}")
     if not tgt.is_file():
@@ -226,29 +232,149 @@ def _validate(cfg: dict):
         raise UsageError("output_parquet must differ from source_parquet and target_parquet")
     if out.is_dir():
         raise UsageError(f"output_parquet {out} is a directory; give a file path")
-    topn = int(cfg.get("topn", 5))
-    if topn < 1:
-        raise UsageError("topn must be >= 1")
+    from tao_aoi.paths import check_writable
+
+    check_writable(out, "output_parquet")  # now, not after the search
+    return src, tgt, out
+
+
+def _open_pool(src: Path, column: str, metric: str, n_paths: int):
     try:
-        metric = canonical_metric(cfg.get("knn_metric", "euclidean"))
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    return src, tgt, out, topn, metric
+        pool = knn.ParquetShards(src, column, normalize=(metric == "cosine"))
+    except knn.SourceError as exc:
+        raise UsageError(f"source_parquet {exc}") from None
+    if pool.n_rows == 0:
+        raise UsageError(f"source_parquet {src} has no rows")
+    if n_paths != pool.n_rows:
+        raise UsageError(f"source_parquet {src}: {n_paths} filepaths but {pool.n_rows} "
+                         f"embedding rows")
+    return pool
 
 
-def _filter_pairs(idx, dist, labels: tuple | None, threshold: float):
+def _exclusion_mask(src_ids: dict, listed: set[str], exclude_src: str, topn: int, n_s: int):
+    if not exclude_src:
+        return None
+    keys = src_ids["filepath"].map(lambda v: os.path.normpath(str(v)))
+    exclude = keys.isin(listed).to_numpy()
+    n_excluded = int(exclude.sum())
+    if topn > n_s - n_excluded:
+        raise UsageError(f"topn={topn} exceeds the {n_s - n_excluded} source embeddings "
+                         f"left after excluding {n_excluded} listed in {exclude_src}; "
+                         f"lower topn or grow the pool")
+    return exclude
+
+
+def _label_filter(cfg, src_ids: dict, tgt_ids: dict, warnings: list[str]) -> bool:
+    requested, flag_warning = label_filter_requested(cfg.filter_by_label)
+    if flag_warning:
+        warnings.append(flag_warning)
+    on = requested and "label" in src_ids and "label" in tgt_ids
+    if requested and not on:
+        missing = [side for side, ids in (("source", src_ids), ("target", tgt_ids))
+                   if "label" not in ids]
+        warnings.append(f"{MARK_LABEL_FILTER_NOOP} filter_by_label is on but the 'label' column "
+                        f"is missing from: {', '.join(missing)}; mining proceeds WITHOUT label "
+                        f"filtering (cross-label pairs may be mined)")
+    return on
+
+
+def load(cfg: Mapping) -> Inputs:
+    """Validate every input before anything is written; UsageError names the first problem."""
+    from tao_aoi.encoders import read_encoder_identity
+
+    started = time.perf_counter()
+    cfg = config(cfg)
+    if cfg.engine == "ray":
+        from tao_aoi import ray_engine
+
+        ray_engine.require()
+    src, tgt, out = _paths(cfg)
+    metric = knn.canonical_metric(cfg.knn_metric)
+    listed, exclude_src = read_exclusions(cfg.exclude_parquet)
+    try:
+        src_ids = _read_columns(src, ("filepath", "label"))
+        tgt_ids = _read_columns(tgt, ("filepath", "label"))
+    except Exception as exc:
+        raise UsageError(f"cannot read the parquets: {one_line(exc)}") from None
+    if "filepath" not in src_ids:
+        raise UsageError(f"source_parquet {src} has no 'filepath' column; mined images are "
+                         f"reported by filepath")
+    pool = _open_pool(src, cfg.source_embed_column_name, metric, len(src_ids["filepath"]))
+    targets = read_embeddings(tgt, cfg.target_embed_column_name, "target_parquet")
+    if cfg.topn > pool.n_rows:
+        raise UsageError(f"topn={cfg.topn} exceeds the {pool.n_rows} source embeddings in {src}; the "
+                         f"container fails on this too -- lower topn or grow the pool")
+    exclude = _exclusion_mask(src_ids, listed, exclude_src, cfg.topn, pool.n_rows)
+    src_identity = _source_identity(src)
+    check, warnings = _check_encoders(src_identity, read_encoder_identity(tgt),
+                                      (pool.dim, targets.shape[1]), cfg.allow_encoder_mismatch,
+                                      src, tgt)
+    label_filter = _label_filter(cfg, src_ids, tgt_ids, warnings)
+    if metric == "cosine":
+        knn.l2_normalize_(targets)
+    return Inputs(src, tgt, out, cfg.output_parquet, cfg.topn, metric, cfg.distance_threshold,
+                  cfg.engine, cfg.ray_address, pool, targets, src_ids, tgt_ids, exclude,
+                  exclude_src, len(listed), src_identity, check, label_filter, tuple(warnings),
+                  started)
+
+
+# ----------------------------------------------------------------------------- search
+
+@dataclass(frozen=True)
+class Neighbours:
+    idx: np.ndarray  # (targets, topn) source rows, nearest first
+    dist: np.ndarray
+    finished: float  # time.perf_counter() when the search ended
+    engine_note: str  # "" for the local engine
+
+
+def search(inputs: Inputs) -> Neighbours:
+    """The k-NN of every target: streamed on this machine, or as Ray tasks (engine=ray)."""
+    from tqdm import tqdm
+
+    with tqdm(total=inputs.pool.n_rows, desc="nearest neighbours", unit="src", unit_scale=True,
+              file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 30.0) as bar:
+        try:
+            if inputs.engine == "ray":
+                from tao_aoi import ray_engine
+
+                idx, dist, note = ray_engine.nearest(
+                    inputs.targets, inputs.pool, inputs.topn, inputs.metric, exclude=inputs.exclude,
+                    address=inputs.ray_address, progress=bar.update)
+            else:
+                idx, dist = knn.topk_stream(inputs.targets, inputs.pool, inputs.topn, inputs.metric,
+                                            normalized=(inputs.metric == "cosine"),
+                                            exclude=inputs.exclude, progress=bar.update)
+                note = ""
+        except knn.SourceError as exc:
+            raise UsageError(f"source_parquet {exc}") from None
+    return Neighbours(idx, dist, time.perf_counter(), note)
+
+
+# ----------------------------------------------------------------------------- compute
+
+@dataclass(frozen=True)
+class Result:
+    table: Any  # pyarrow Table: output_parquet
+    text: str  # mining_summary.txt
+    out: Path
+
+    @property
+    def summary_file(self) -> Path:
+        return summary_path(self.out)
+
+
+def _filter_pairs(idx, dist, keys: tuple | None, threshold: float):
     """Target-major, nearest-first pairs that survive the filters -> (t, s, d, label mismatches,
-    pairs dropped by distance)."""
+    pairs dropped by distance). ``keys``: normalised (source, target) labels, or None."""
     n_t, k = idx.shape
     t_idx = np.repeat(np.arange(n_t), k)
     s_idx = idx.ravel()
     d = dist.ravel()
     keep = np.ones(d.size, bool)
     mismatches = 0
-    if labels is not None:
-        src_key, tgt_key = (np.asarray([normalize_label(v) for v in lab], dtype=object)
-                            for lab in labels)
-        keep = src_key[s_idx] == tgt_key[t_idx]
+    if keys is not None:
+        keep = keys[0][s_idx] == keys[1][t_idx]
         mismatches = int((~keep).sum())
     far = keep & (d > threshold) if threshold >= 0 else np.zeros(d.size, bool)
     keep &= ~far
@@ -286,154 +412,126 @@ def _mined_table(t_idx, s_idx, d, src_ids: dict, tgt_ids: dict):
     return table, len(paths)
 
 
-def run(cfg: dict) -> int:
-    import pyarrow.parquet as pq
+def _metadata(inputs: Inputs) -> dict[bytes, bytes]:
+    from tao_aoi.encoders import identity_metadata
 
-    from tao_aoi import atomic, knn
-    from tao_aoi.encoders import describe, identity_metadata, read_encoder_identity
-
-    t0 = time.perf_counter()
-    src, tgt, out, topn, metric = _validate(cfg)
-    excluded_paths, exclude_src = read_exclusions(cfg.get("exclude_parquet"))
-    threshold = float(cfg.get("distance_threshold", -1.0))
-    src_col = str(cfg.get("source_embed_column_name", "embedding"))
-    tgt_col = str(cfg.get("target_embed_column_name", "embedding"))
-    try:
-        src_ids = _read_columns(src, ("filepath", "label"))
-        tgt_ids = _read_columns(tgt, ("filepath", "label"))
-    except Exception as exc:
-        raise UsageError(f"cannot read the parquets: {one_line(exc)}") from None
-    if "filepath" not in src_ids:
-        raise UsageError(f"source_parquet {src} has no 'filepath' column; mined images are "
-                         f"reported by filepath")
-    try:
-        pool = knn.ParquetShards(src, src_col, normalize=(metric == "cosine"))
-    except knn.SourceError as exc:
-        raise UsageError(f"source_parquet {exc}") from None
-    n_s = pool.n_rows
-    if n_s == 0:
-        raise UsageError(f"source_parquet {src} has no rows")
-    if len(src_ids["filepath"]) != n_s:
-        raise UsageError(f"source_parquet {src}: {len(src_ids['filepath'])} filepaths but {n_s} "
-                         f"embedding rows")
-    t_emb = read_embeddings(tgt, tgt_col, "target_parquet")
-    n_t = len(t_emb)
-    if topn > n_s:
-        raise UsageError(f"topn={topn} exceeds the {n_s} source embeddings in {src}; the container "
-                         f"fails on this too -- lower topn or grow the pool")
-    exclude, n_excluded = None, 0
-    if exclude_src:
-        import os
-
-        keys = src_ids["filepath"].map(lambda v: os.path.normpath(str(v)))
-        exclude = keys.isin(excluded_paths).to_numpy()
-        n_excluded = int(exclude.sum())
-        if topn > n_s - n_excluded:
-            raise UsageError(f"topn={topn} exceeds the {n_s - n_excluded} source embeddings "
-                             f"left after excluding {n_excluded} listed in {exclude_src}; "
-                             f"lower topn or grow the pool")
-    src_identity = _source_identity(src)
-    check, warnings = _check_encoders(src_identity, read_encoder_identity(tgt),
-                                      (pool.dim, t_emb.shape[1]),
-                                      parse_flag(cfg.get("allow_encoder_mismatch", False),
-                                                 "allow_encoder_mismatch"), src, tgt)
-    requested, flag_warning = label_filter_requested(cfg.get("filter_by_label", "false"))
-    if flag_warning:
-        warnings.append(flag_warning)
-    label_filter = requested and "label" in src_ids and "label" in tgt_ids
-    if requested and not label_filter:
-        missing = [side for side, ids in (("source", src_ids), ("target", tgt_ids))
-                   if "label" not in ids]
-        warnings.append(f"{MARK_LABEL_FILTER_NOOP} filter_by_label is on but the 'label' column "
-                        f"is missing from: {', '.join(missing)}; mining proceeds WITHOUT label "
-                        f"filtering (cross-label pairs may be mined)")
-    for w in warnings:
-        print(w, file=sys.stderr)
-
-    summary = summary_path(out)
-    try:
-        if metric == "cosine":
-            knn.l2_normalize_(t_emb)
-        from tqdm import tqdm
-
-        with tqdm(total=n_s, desc="nearest neighbours", unit="src", unit_scale=True,
-                  file=sys.stderr, mininterval=1.0 if sys.stderr.isatty() else 30.0) as bar:
-            try:
-                idx, dist = knn.topk_stream(t_emb, pool, topn, metric,
-                                            normalized=(metric == "cosine"), exclude=exclude,
-                                            progress=bar.update)
-            except knn.SourceError as exc:
-                raise UsageError(f"source_parquet {exc}") from None
-        del t_emb
-        labels = (src_ids["label"], tgt_ids["label"]) if label_filter else None
-        t_idx, s_idx, d, mismatches, dropped_far = _filter_pairs(idx, dist, labels, threshold)
-        table, candidates = _mined_table(t_idx, s_idx, d, src_ids, tgt_ids)
-        meta = {MINING_METADATA_KEY.encode(): json.dumps({
-                    "topn": topn, "knn_metric": metric, "filter_by_label": label_filter,
-                    "distance_threshold": threshold, "source_parquet": str(src),
-                    **({"exclude_parquet": exclude_src, "excluded_sources": n_excluded}
-                       if exclude_src else {}),
-                    "target_parquet": str(tgt)}).encode()}
-        if src_identity:
-            meta.update(identity_metadata(src_identity))
-        table = table.replace_schema_metadata(meta)
-        with atomic.atomic_path(out) as tmp:
-            pq.write_table(table, str(tmp))
-        unique = table.num_rows
-        after_label = n_t * topn - mismatches
-        # The container's text, line for line (7.1.0, the pinned image) ...
-        lines = [
-            "Summary:",
-            f"  Target queries: {n_t}",
-            f"  Similar items per query: {topn}",
-            f"  Total candidates: {candidates}",
-            f"  Duplicates removed: {candidates - unique}",
-            f"  Unique items saved: {unique}",
-            f"  Results saved to: {cfg['output_parquet']}",
-        ]
-        if label_filter:
-            lines += [(f"Label filtering: kept {after_label}/{n_t * topn} pairs, "
-                       f"dropped {mismatches} mismatches"), ""]
-        # ... then what the local runner adds.
-        lines += [
-            "Local runner:",
-            f"  knn_metric: {metric}",
-            f"  Source pool: {n_s}" + (f" ({len(knn.shard_paths(src))} shards)"
-                                         if src.is_dir() else ""),
-            f"  Encoder: {describe(src_identity)} ({check})",
-        ]
-        searched = n_s - n_excluded
-        lines.append(f"  Selectivity: {unique} unique mined of {searched} searched sources "
-                     f"({100.0 * unique / searched:.1f}%)")
-        if exclude_src:
-            lines.append(f"  Excluded before search: {n_excluded} of {n_s} sources "
-                         f"listed in {exclude_src} ({len(excluded_paths)} filepaths listed); "
-                         f"searched {n_s - n_excluded}")
-        if threshold >= 0:
-            lines.append(f"  Distance filtering: kept {after_label - dropped_far}/{after_label} "
-                         f"pairs, dropped {dropped_far} exceeding threshold {threshold:.4f}")
-        if "label" in tgt_ids:
-            lines += _per_label_lines(t_idx, table, tgt_ids["label"])
-        lines.extend(f"  {w}" for w in warnings)
-        lines.append(f"  Seconds: {time.perf_counter() - t0:.2f}")
-        atomic.write_text(summary, "\n".join(lines) + "\n")
-    except BaseException:
-        out.unlink(missing_ok=True)
-        summary.unlink(missing_ok=True)
-        raise
-    print("\n".join(lines))
-    print(f"mining_summary: {summary}")
-    return 0
+    meta = {MINING_METADATA_KEY.encode(): json.dumps({
+        "topn": inputs.topn, "knn_metric": inputs.metric, "filter_by_label": inputs.label_filter,
+        "distance_threshold": inputs.threshold, "source_parquet": str(inputs.src),
+        **({"exclude_parquet": inputs.exclude_src, "excluded_sources": inputs.n_excluded}
+           if inputs.exclude_src else {}),
+        "target_parquet": str(inputs.tgt)}).encode()}
+    if inputs.src_identity:
+        meta.update(identity_metadata(inputs.src_identity))
+    return meta
 
 
-def _per_label_lines(t_idx, table, target_labels) -> list[str]:
+def _container_lines(inputs: Inputs, candidates: int, unique: int, mismatches: int) -> list[str]:
+    """The container's text, line for line (7.1.0, the pinned image)."""
+    n_t, topn = len(inputs.targets), inputs.topn
+    lines = [
+        "Summary:",
+        f"  Target queries: {n_t}",
+        f"  Similar items per query: {topn}",
+        f"  Total candidates: {candidates}",
+        f"  Duplicates removed: {candidates - unique}",
+        f"  Unique items saved: {unique}",
+        f"  Results saved to: {inputs.output_text}",
+    ]
+    if inputs.label_filter:
+        lines += [(f"Label filtering: kept {n_t * topn - mismatches}/{n_t * topn} pairs, "
+                   f"dropped {mismatches} mismatches"), ""]
+    return lines
+
+
+def _runner_lines(inputs: Inputs, unique: int, after_label: int, dropped_far: int) -> list[str]:
+    from tao_aoi.encoders import describe
+
+    n_s, n_excluded = inputs.pool.n_rows, inputs.n_excluded
+    lines = [
+        "Local runner:",
+        f"  knn_metric: {inputs.metric}",
+        f"  Source pool: {n_s}" + (f" ({len(inputs.pool.paths)} shards)" if inputs.src.is_dir() else ""),
+        f"  Encoder: {describe(inputs.src_identity)} ({inputs.encoder_check})",
+        f"  Selectivity: {unique} unique mined of {n_s - n_excluded} searched sources "
+        f"({100.0 * unique / (n_s - n_excluded):.1f}%)",
+    ]
+    if inputs.exclude_src:
+        lines.append(f"  Excluded before search: {n_excluded} of {n_s} sources listed in "
+                     f"{inputs.exclude_src} ({inputs.excluded_listed} filepaths listed); "
+                     f"searched {n_s - n_excluded}")
+    if inputs.threshold >= 0:
+        lines.append(f"  Distance filtering: kept {after_label - dropped_far}/{after_label} "
+                     f"pairs, dropped {dropped_far} exceeding threshold {inputs.threshold:.4f}")
+    return lines
+
+
+def _per_label_lines(t_idx, target_keys: np.ndarray) -> list[str]:
     """Kept pairs and targets per target label (compared as the label filter compares them),
     so a starved label shows."""
     import pandas as pd
 
-    key = pd.Series([normalize_label(v) for v in target_labels], dtype=object)
+    key = pd.Series(target_keys, dtype=object)
     pairs = key.iloc[t_idx].value_counts()
     lines = ["  Per target label: label | targets | pairs kept"]
     for lab, n in sorted(key.value_counts().items()):
         lines.append(f"    {lab} | {n} | {int(pairs.get(lab, 0))}")
     return lines
+
+
+def _label_keys(ids: dict) -> np.ndarray | None:
+    if "label" not in ids:
+        return None
+    return np.asarray([normalize_label(v) for v in ids["label"]], dtype=object)
+
+
+def compute(inputs: Inputs, found: Neighbours) -> Result:
+    """The mined table and the summary text (pure: no I/O)."""
+    src_keys, tgt_keys = _label_keys(inputs.src_ids), _label_keys(inputs.tgt_ids)
+    keys = (src_keys, tgt_keys) if inputs.label_filter else None
+    t_idx, s_idx, d, mismatches, dropped_far = _filter_pairs(found.idx, found.dist, keys,
+                                                             inputs.threshold)
+    table, candidates = _mined_table(t_idx, s_idx, d, inputs.src_ids, inputs.tgt_ids)
+    table = table.replace_schema_metadata(_metadata(inputs))
+    unique = table.num_rows
+    after_label = len(inputs.targets) * inputs.topn - mismatches
+    lines = _container_lines(inputs, candidates, unique, mismatches)
+    lines += _runner_lines(inputs, unique, after_label, dropped_far)
+    if found.engine_note:
+        lines.append(f"  Engine: {found.engine_note}")
+    if tgt_keys is not None:
+        lines += _per_label_lines(t_idx, tgt_keys)
+    lines.extend(f"  {w}" for w in inputs.warnings)
+    lines.append(f"  Seconds: {found.finished - inputs.started:.2f}")
+    return Result(table, "\n".join(lines) + "\n", inputs.out)
+
+
+# ----------------------------------------------------------------------------- write
+
+def write(result: Result, cfg: Mapping | None = None) -> None:
+    """output_parquet and mining_summary.txt, as one set (both or neither)."""
+    import pyarrow.parquet as pq
+
+    with atomic.atomic_paths(result.out, result.summary_file) as (parquet_tmp, text_tmp):
+        pq.write_table(result.table, str(parquet_tmp))
+        text_tmp.write_text(result.text, encoding="utf-8")
+
+
+def summary(result: Result) -> str:
+    return result.text + f"mining_summary: {result.summary_file}"
+
+
+def run(cfg: Mapping) -> int:
+    inputs = load(cfg)
+    for w in inputs.warnings:
+        print(w, file=sys.stderr)
+    try:
+        result = compute(inputs, search(inputs))
+        write(result)
+    except BaseException:
+        # a failed run leaves no stale artifacts of an earlier one to be taken as this run's
+        inputs.out.unlink(missing_ok=True)
+        summary_path(inputs.out).unlink(missing_ok=True)
+        raise
+    print(summary(result))
+    return 0
