@@ -608,6 +608,7 @@ def cache_identity(encoder: Encoder) -> dict:
     return ident
 
 
-def cache_key(encoder: Encoder) -> str:
-    """Folder name of this encoder's vectors inside an embedding cache."""
-    return hashlib.sha256(json.dumps(cache_identity(encoder), sort_keys=True).encode()).hexdigest()[:20]
+def identity_key(identity: dict) -> str:
+    """Folder name, inside an embedding cache, of the vectors of the encoder with this
+    :func:`cache_identity`."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:20]

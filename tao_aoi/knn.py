@@ -338,9 +338,13 @@ class _VectorStore:
         self.idx, self.vec = self.idx[keep], self.vec[keep]
 
     def gather(self, ids: np.ndarray) -> np.ndarray:
-        order = np.argsort(self.idx, kind="stable")
-        pos = order[np.searchsorted(self.idx[order], ids)]
-        return self.vec[pos]
+        return rows_by_id(self.idx, self.vec, ids)
+
+
+def rows_by_id(ids: np.ndarray, vectors: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """The rows of ``vectors`` (row r holds source ``ids[r]``) for the sources ``wanted``."""
+    order = np.argsort(ids, kind="stable")
+    return vectors[order[np.searchsorted(ids[order], wanted)]]
 
 
 @dataclass(frozen=True)
@@ -490,9 +494,7 @@ def topk_stream(targets: np.ndarray, source, k: int, metric: str = "cosine", *,
     cands = merge([part], kk)
     if _originals is not None:
         return exact_topk(cands, targets, lambda ids: _originals[ids], metric)
-    store = _VectorStore(tgt.shape[1])
-    store.idx, store.vec = part.vector_ids, part.vectors
-    return exact_topk(cands, targets, store.gather, metric)
+    return exact_topk(cands, targets, lambda ids: rows_by_id(part.vector_ids, part.vectors, ids), metric)
 
 
 def topk(targets: np.ndarray, sources: np.ndarray, k: int, metric: str = "cosine", *,

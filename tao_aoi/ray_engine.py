@@ -153,7 +153,7 @@ def nearest(targets: np.ndarray, pool, k: int, metric: str, *, exclude: np.ndarr
     cands = knn.merge(parts, kk)
     ids = np.concatenate([p.vector_ids for p in parts])
     vecs = np.concatenate([p.vectors for p in parts])
-    idx, dist = knn.exact_topk(cands, targets, lambda wanted: vecs[_positions(ids, wanted)], metric)
+    idx, dist = knn.exact_topk(cands, targets, lambda wanted: knn.rows_by_id(ids, vecs, wanted), metric)
     note = (f"ray ({len(parts_of)} tasks over {len(pool.paths)} shard(s) on {cpus} CPU(s); "
             f"exact merge on the driver)")
     return idx, dist, note
@@ -180,11 +180,6 @@ def _collect(ray, pending: dict, progress) -> list[knn.Partial]:
             raise knn.SourceError(str(cause)) from None
         raise
     return [done[ref] for ref in order]
-
-
-def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    order = np.argsort(ids, kind="stable")
-    return order[np.searchsorted(ids[order], wanted)]
 
 
 # ----------------------------------------------------------------------------- embedding

@@ -24,7 +24,7 @@ Decoding and preprocessing run in ``num_workers`` threads, a few batches ahead o
 encoder, so disk/JPEG work overlaps the forward pass.
 
 Embedding cache (local runner, ``embedding_cache=<dir>``): vectors are kept in parquet
-shards under ``<dir>/<encoder key>/`` (:func:`tao_aoi.encoders.cache_key`: the encoder
+shards under ``<dir>/<encoder key>/`` (:func:`tao_aoi.encoders.identity_key` of the encoder
 identity, device, library versions and a weight-file fingerprint), keyed per image by its
 absolute path + size + mtime_ns, or by its content SHA-256 with ``embedding_cache_hash=true``
 (renamed or copied images hit too). Cached images are not decoded or encoded; the misses
@@ -168,6 +168,7 @@ def _image_key(path, content_hash: bool) -> str | None:
     without a cache)."""
     import hashlib
     import os
+    import stat
 
     if is_blank_path(path):
         return None
@@ -179,7 +180,7 @@ def _image_key(path, content_hash: bool) -> str | None:
                     h.update(chunk)
             return "sha256:" + h.hexdigest()
         st = os.stat(str(path))
-        if not os.path.isfile(str(path)):
+        if not stat.S_ISREG(st.st_mode):
             return None
         return f"stat:{os.path.abspath(str(path))}\0{st.st_size}\0{st.st_mtime_ns}"
     except OSError:
@@ -203,11 +204,11 @@ class EmbeddingCache:
     """Parquet shards of (key, filepath, embedding float32) under ``root/<encoder key>``."""
 
     def __init__(self, root: str | Path, encoder, content_hash: bool) -> None:
-        from tao_aoi.encoders import cache_identity, cache_key
+        from tao_aoi.encoders import cache_identity, identity_key
 
         self.root = check_cache_root(root)
-        self.folder = self.root / cache_key(encoder)
-        self.identity = cache_identity(encoder)
+        self.identity = cache_identity(encoder)  # walks and stats the weight files: once
+        self.folder = self.root / identity_key(self.identity)
         self.content_hash = content_hash
 
     def lookup(self, keys: list) -> dict[str, np.ndarray]:
@@ -304,8 +305,6 @@ def load(cfg: Mapping) -> Inputs:
     out = Path(cfg.output_parquet)
     if out.resolve() == src.resolve():
         raise UsageError("output_parquet must differ from input_parquet")
-    if out.exists() and out.is_dir():
-        raise UsageError(f"output_parquet {out} is a directory; give a file path")
     from tao_aoi.paths import check_writable
 
     check_writable(out, "output_parquet")  # now, not after an hour of encoding

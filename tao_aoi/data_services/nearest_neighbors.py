@@ -230,8 +230,6 @@ def _paths(cfg) -> tuple[Path, Path, Path]:
         raise UsageError(f"target_parquet not found: {tgt}")
     if out.resolve() in (src.resolve(), tgt.resolve()):
         raise UsageError("output_parquet must differ from source_parquet and target_parquet")
-    if out.is_dir():
-        raise UsageError(f"output_parquet {out} is a directory; give a file path")
     from tao_aoi.paths import check_writable
 
     check_writable(out, "output_parquet")  # now, not after the search
@@ -508,7 +506,7 @@ def compute(inputs: Inputs, found: Neighbours) -> Result:
 
 # ----------------------------------------------------------------------------- write
 
-def write(result: Result, cfg: Mapping | None = None) -> None:
+def write(result: Result) -> None:
     """output_parquet and mining_summary.txt, as one set (both or neither)."""
     import pyarrow.parquet as pq
 
