@@ -53,9 +53,7 @@ def _owner() -> str:
     return f"{_HOST}-{os.getpid()}"  # per call: a forked worker is another owner
 
 
-def _owner_alive(host: str, pid: int) -> bool:
-    if host != _HOST:
-        return True  # cannot tell: judged by age instead
+def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:
@@ -74,12 +72,12 @@ def _is_dead_temp(entry: os.DirEntry, now: float) -> bool:
     try:
         if not entry.is_file(follow_symlinks=False):
             return False
-        age = now - entry.stat(follow_symlinks=False).st_mtime
+        if m is not None and m["host"] == _HOST:
+            return not _pid_alive(int(m["pid"]))
+        # another host's, or a name without an owner: only age can tell
+        return now - entry.stat(follow_symlinks=False).st_mtime > FOREIGN_STALE_S
     except OSError:
         return False
-    if m is not None and m["host"] == _HOST:
-        return not _owner_alive(m["host"], int(m["pid"]))
-    return age > FOREIGN_STALE_S
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -19,6 +19,8 @@ UNREACHABLE_FILE = "unreachable_kpi.txt"
 ADDED_GAPS_COLUMNS = ("input_path", "object_name", "lighting", "misclassified")
 # artifacts every finished gap analysis has; threshold.txt in addition after a sweep
 RCA_ARTIFACTS = (GAPS_FILE, METRICS_FILE, BREAKDOWN_FILE)
+# Every file a gap-analysis run may leave in results_dir: one run's set replaces another's whole.
+GAP_RUN_ARTIFACTS = (GAPS_FILE, BREAKDOWN_FILE, THRESHOLD_FILE, METRICS_FILE, UNREACHABLE_FILE)
 
 # The container's last line, and its error text for an unreachable recall target
 EXECUTION_PASS = "Execution status: PASS"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -46,10 +47,17 @@ class GapResult:
     def n_lightings(self) -> int:
         return len(self.inputs.lightings)
 
-    @property
+    # cached: the artifacts and the summary of one result all read these (a new result from
+    # dataclasses.replace starts with an empty cache)
+    @cached_property
     def misclassified(self) -> np.ndarray:
         """Every row: on the wrong side of the threshold by the prediction rule."""
         return (self.inputs.scores > self.point.threshold) != self.positive
+
+    @cached_property
+    def tradeoff(self) -> dict:
+        """:func:`tradeoff` of this result, computed once for metrics.json and the summary."""
+        return tradeoff(self)
 
 
 def _groups(inputs) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -214,7 +222,7 @@ def metrics(result: GapResult) -> dict:
         "missing_images": result.missing_images,
         "image_coverage": result.image_coverage,
         "per_label": ga.per_label_stats(result.weakness, wrong, result.group_codes, result.group_names),
-        **tradeoff(result),
+        **result.tradeoff,
     }
 
 
@@ -297,7 +305,7 @@ def summary(result: GapResult, results_dir: Path) -> str:
     if p.mode == "pinned" and not p.recall_target_met:
         lines.append(f"note: at the pinned threshold recall is {p.recall:.6f}, below min_recall "
                      f"{p.min_recall} (the container does not check a pinned threshold)")
-    warning = degenerate_warning({**tradeoff(result), "confusion_matrix": p.confusion_matrix,
+    warning = degenerate_warning({**result.tradeoff, "confusion_matrix": p.confusion_matrix,
                                   "far": p.far, "min_recall": p.min_recall})
     if warning:
         lines.append(warning)

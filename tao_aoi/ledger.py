@@ -189,15 +189,12 @@ example (after tmm nearest_neighbors wrote $R/mined.parquet):
 Exit codes: 0 done, 2 bad input (nothing written)."""
 
 
-_Parser = OneLineParser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from tao_aoi import atomic
 
-    parser = _Parser(prog=PROG, description=_DESCRIPTION, epilog=_EPILOG,
+    parser = OneLineParser(prog=PROG, description=_DESCRIPTION, epilog=_EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     f = sub.add_parser("filter", help="keep only filepaths not in the ledger")
     r = sub.add_parser("record", help="append a run's mined filepaths to the ledger")
     for p in (f, r):

@@ -39,18 +39,6 @@ _JSON_TYPE_NAMES = {"string": "a string", "number": "a number", "integer": "an i
                     "array": "a list"}
 
 
-def parse_flag(value: Any, key: str) -> bool:
-    """A local-only boolean key given as a bool or as text (true/false, 1/0, yes/no, on/off)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off", "", "none", "null"):
-        return False
-    raise UsageError(f"{key}={value!r}: use true or false")
-
-
 def schema_path(category: str, action: str) -> Path:
     return SCHEMA_DIR / f"{category}_{action}.schema.json"
 

@@ -43,12 +43,9 @@ Use '<category> <action> --help' for the keys of one action and their defaults.
 Exit codes: 0 done, 1 goal not met (e.g. unreachable KPI), 2 bad input (nothing written)."""
 
 
-_Parser = OneLineParser
-
-
 def _help_parser(epilog: str, description: str = _DESCRIPTION) -> argparse.ArgumentParser:
     # help text only: the runner parses its own command line (see _parse)
-    parser = _Parser(prog=PROG, description=description, epilog=epilog, add_help=False,
+    parser = OneLineParser(prog=PROG, description=description, epilog=epilog, add_help=False,
                              formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("category", help="action category, e.g. gap_analysis")
     parser.add_argument("action", help="action name, e.g. vcn_aoi")
@@ -174,7 +171,7 @@ See 'python3 scripts/data_services.py --help' for the actions and their keys."""
 
 
 def write_spec_main(argv: Sequence[str] | None = None) -> int:
-    parser = _Parser(prog=WRITE_SPEC_PROG, description=_WS_DESCRIPTION, epilog=_WS_EPILOG,
+    parser = OneLineParser(prog=WRITE_SPEC_PROG, description=_WS_DESCRIPTION, epilog=_WS_EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("category", help="action category, e.g. gap_analysis")
     parser.add_argument("action", help="action name, e.g. vcn_aoi")

@@ -18,12 +18,9 @@ import numpy as np
 
 from tao_aoi import atomic, specs
 from tao_aoi.cli import RunFailed, UsageError, one_line
-from tao_aoi.contract import (BREAKDOWN_FILE, GAPS_FILE, METRICS_FILE, THRESHOLD_FILE,
+from tao_aoi.contract import (GAP_RUN_ARTIFACTS, BREAKDOWN_FILE, GAPS_FILE, METRICS_FILE, THRESHOLD_FILE,
                               UNREACHABLE_FILE)
 from tao_aoi.yaml_files import load_mapping
-
-# Every file a gap-analysis run may leave in results_dir: one run's set replaces another's whole.
-RUN_ARTIFACTS = (GAPS_FILE, BREAKDOWN_FILE, THRESHOLD_FILE, METRICS_FILE, UNREACHABLE_FILE)
 
 SUMMARY = ("threshold sweep (best F1 at min_recall), signed weakness, top-K weakest per label, "
            "per-lighting expansion -> kpi_gaps.parquet, weak_samples_breakdown.txt, threshold.txt "
@@ -238,7 +235,7 @@ def load(cfg: Mapping) -> GapInputs:
 def superseded(results_dir: Path, keep: tuple[str, ...]) -> list[Path]:
     """Artifacts of an earlier run that the new set does not rewrite: removed in the same commit,
     so a pinned-threshold run never sits beside an old threshold.txt."""
-    return [results_dir / name for name in RUN_ARTIFACTS if name not in keep]
+    return [results_dir / name for name in GAP_RUN_ARTIFACTS if name not in keep]
 
 
 def write(result, results_dir: Path) -> None:
