@@ -226,10 +226,10 @@ def square_thumbnail(src: str | os.PathLike, dest: str | os.PathLike, size: int 
 
     Raises ``OSError`` (missing / unreadable file) for the caller to report.
     """
-    _save_png(square_image(src, size), dest)
+    save_png(square_image(src, size), dest)
 
 
-def _save_png(image, dest: str | os.PathLike) -> None:
+def save_png(image, dest: str | os.PathLike) -> None:
     from tao_aoi.atomic import atomic_path
 
     with atomic_path(dest) as tmp:
@@ -276,7 +276,7 @@ def resize_many(sources: Sequence[str], out_dir: str | os.PathLike, size: int = 
             results.append({"source": str(src), "thumbnail": None,
                             "status": f"unreadable: {type(exc).__name__}: {exc}"})
             continue
-        _save_png(image, dest)  # a write error is the output folder's: it stops the run
+        save_png(image, dest)  # a write error is the output folder's: it stops the run
         results.append({"source": str(src), "thumbnail": str(dest), "status": "ok"})
     return results
 

@@ -50,7 +50,7 @@ from tao_aoi.cli import OneLineParser, UsageError
 from tao_aoi import contract as rr
 from tao_aoi.labels import is_pass_label, normalize_label
 from tao_aoi.parquet_tools import (dedupe_first_lighting, lighting_of, read_lightings,
-                                   read_parquet, square_thumbnail)
+                                   read_parquet, save_png, square_thumbnail)
 
 PER_CLASS = 5
 THUMB_SIZE = 128
@@ -352,13 +352,6 @@ def render_sheet(samples: list[dict], panels: list, layout: tuple, golden: bool,
     return sheet, {"columns": n_cols, "rows": n_rows, "panel_size": [pw, ph]}
 
 
-def _save_png(image, dest: Path) -> None:
-    from tao_aoi.atomic import atomic_path
-
-    with atomic_path(dest) as tmp:
-        image.save(tmp, format="PNG")
-
-
 # --------------------------------------------------------------------------- safety
 def check_output_dirs(results_dir: str | os.PathLike) -> None:
     """Refuse an rca_images (or rca_images/samples) that resolves outside the results folder."""
@@ -504,11 +497,11 @@ def _write_panels(samples: list[dict], layout: tuple, golden: bool, results_dir:
     small = []
     for s in samples:
         big, missing = render_panel(s, layout, golden, panel_tile, images)
-        _save_png(big, results_dir / s["panel"])
+        save_png(big, results_dir / s["panel"])
         small.append(render_panel(s, layout, golden, sheet_tile, images)[0])
         s["missing_tiles"] = missing
     sheet, geometry = render_sheet(samples, small, layout, golden, sheet_tile)
-    _save_png(sheet, img_dir / SHEET_NAME)
+    save_png(sheet, img_dir / SHEET_NAME)
     return {"image": f"{rr.RCA_IMAGES_DIR}/{SHEET_NAME}", "width": sheet.width,
             "height": sheet.height, "tile": sheet_tile, "panel_tile": panel_tile, **geometry}
 
@@ -570,7 +563,7 @@ def run_spot_check(results_dir: str | os.PathLike, lightings: Sequence[str], ima
 
 def _placeholder(dest: Path, size: int, status: str) -> None:
     """A grey tile with a cross and the status word, for an image that could not be shown."""
-    _save_png(_tile(status, size, None), dest)
+    save_png(_tile(status, size, None), dest)
 
 
 def _remove_previous(img_dir: Path) -> None:

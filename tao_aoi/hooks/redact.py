@@ -183,7 +183,6 @@ _NAME_RUN = re.compile(r"[A-Za-z0-9_.\-]*")
 _ASSIGN_HINTS = ("tok", "key", "secret", "pass", "pwd", "cred", "auth", "dsn", "database_url",
                  "connection", "cookie", "private")   # the alternatives _ASSIGN starts with
 _RUN = re.compile(r"(?<![A-Za-z0-9+/=_\-.])[A-Za-z0-9+/_\-]{%d,}={0,2}(?![A-Za-z0-9+/=_\-])")
-_LEGACY_NGC_RUN = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{56,120}={0,2}")
 _LEGACY_NGC_PLAIN = re.compile(
     rb"[A-Za-z0-9]{8,64}:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -210,10 +209,6 @@ _PLACE_RULES = [      # (pattern, kind, needles in the lower-cased text, judge t
     (_FLAG, "password", ("--",), True),
     (_ASSIGN, "secret", _ASSIGN_HINTS, True),
 ]
-
-
-def _has_any(text: str, needles: tuple[str, ...]) -> bool:
-    return any(n in text for n in needles)
 
 
 # What each place rule's regex cannot match without (substring tests on the text as it is, at
