@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -53,10 +54,11 @@ def row_sq_norms(blk: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", blk, blk, dtype=np.float64)
 
 
-def _divide_by_norms_(blk: np.ndarray, sq: np.ndarray) -> None:
+def _divide_by_norms(blk: np.ndarray, sq: np.ndarray, out: np.ndarray) -> None:
+    """out = blk / its row norms (sq: squared norms); all-zero rows stay zero."""
     norms = np.sqrt(sq)
     norms[norms == 0] = 1.0
-    blk /= norms[:, None].astype(blk.dtype)
+    np.divide(blk, norms[:, None].astype(blk.dtype), out=out)
 
 
 def l2_normalize_(x: np.ndarray, block_rows: int = _ROWS) -> np.ndarray:
@@ -66,7 +68,7 @@ def l2_normalize_(x: np.ndarray, block_rows: int = _ROWS) -> np.ndarray:
     """
     for r0 in range(0, x.shape[0], block_rows):
         blk = x[r0:r0 + block_rows]
-        _divide_by_norms_(blk, row_sq_norms(blk))
+        _divide_by_norms(blk, row_sq_norms(blk), blk)
     return x
 
 
@@ -237,61 +239,189 @@ def _block_scores(out: np.ndarray, tgt: np.ndarray, sblk: np.ndarray, metric: st
             out += col_adjust
 
 
-def _raise_floors(cands: Candidates, rows: np.ndarray, scores: np.ndarray, mask: np.ndarray,
-                  counts: np.ndarray, bound: _Bound, r0: int, memory_budget: int) -> None:
+class _Tile:
+    """The scores of target rows x one source block, as column parts that workers fill at the
+    same time: part p holds the columns ``cols[p]`` (a C-contiguous (rows, width) array, so a
+    part's matmul, compare and ``flatnonzero`` each run as one pass over memory)."""
+
+    def __init__(self, score_buf: np.ndarray, mask_buf: np.ndarray, nr: int, nc: int, n_parts: int) -> None:
+        edges = np.linspace(0, nc, max(1, min(n_parts, nc)) + 1).astype(int).tolist()
+        self.cols = list(zip(edges[:-1], edges[1:]))
+        self.scores, self.masks = [], []
+        for c0, c1 in self.cols:
+            a, b = nr * c0, nr * c1  # part p's slice of the flat buffers
+            self.scores.append(score_buf[a:b].reshape(nr, c1 - c0))
+            self.masks.append(mask_buf[a:b].reshape(nr, c1 - c0))
+        self.nc = nc
+
+    def row_scores(self, rows: np.ndarray) -> np.ndarray:
+        """A copy of the whole-block scores of ``rows`` (source columns in order)."""
+        return np.concatenate([sc[rows] for sc in self.scores], axis=1)
+
+    def entries(self, p: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+        """(row, column, score) of part p's set mask entries (of ``rows`` only, when given),
+        by row then column."""
+        m, sc = self.masks[p], self.scores[p]
+        if rows is not None:
+            m, sc = m[rows], sc[rows]
+        w = m.shape[1]
+        flat = np.flatnonzero(m)
+        rr = flat // w
+        return (rr if rows is None else rows[rr]), flat % w + self.cols[p][0], sc.reshape(-1)[flat]
+
+
+def _score_part(tile: _Tile, p: int, t: np.ndarray, sblk: np.ndarray, thr: np.ndarray, metric: str,
+                col_adjust: np.ndarray | None, memory_budget: int, limit: int):
+    """One worker's share of a block: part p's scores and candidate mask (numpy and BLAS
+    release the GIL). Returns its entries, or None when it has more than ``limit`` (the rows'
+    floors are still low; the caller then selects row by row)."""
+    c0, c1 = tile.cols[p]
+    sc, m = tile.scores[p], tile.masks[p]
+    _block_scores(sc, t, sblk[c0:c1], metric, None if col_adjust is None else col_adjust[c0:c1],
+                  memory_budget)
+    np.greater_equal(sc, thr[:, None], out=m)
+    if np.count_nonzero(m) > limit:
+        return None
+    return tile.entries(p)
+
+
+def _heavy_entries(cands: Candidates, tile: _Tile, rows: np.ndarray, bound: _Bound, r0: int,
+                   memory_budget: int) -> tuple[np.ndarray, ...]:
     """Rows with more than k candidates in this block (the first block, an adversarial order):
-    their floor from the block's own k best, then their mask again against it. In chunks whose
-    partition copy stays within the budget."""
-    nc, k = scores.shape[1], cands.k
+    their floor from the block's own k best, then their entries against it. In chunks whose
+    copies stay within the budget."""
+    nc, k = tile.nc, cands.k
     step = max(1, (memory_budget // 4) // max(1, nc * 10))
+    found = []
     for h0 in range(0, rows.size, step):
         part = rows[h0:h0 + step]
-        sub = scores[part]
-        sub.partition(nc - k, axis=1)
-        cands.raise_floor(part + r0, bound.lowest(part, sub[:, nc - k]))
-        thr = bound.threshold(part, cands.floor[part + r0])
-        mask[part] = scores[part] >= thr[:, None]
-        counts[part] = np.count_nonzero(mask[part], axis=1)
+        full = tile.row_scores(part)
+        kth = np.partition(full, nc - k, axis=1)[:, nc - k]
+        cands.raise_floor(part + r0, bound.lowest(part, kth))
+        flat = np.flatnonzero(full >= bound.threshold(part, cands.floor[part + r0])[:, None])
+        found.append((part[flat // nc], flat % nc, full.reshape(-1)[flat]))
+    return tuple(np.concatenate(x) for x in zip(*found))
 
 
-def _gather(cands: Candidates, rows: np.ndarray, mask: np.ndarray, counts: np.ndarray,
-            scores: np.ndarray, bound: _Bound, r0: int, glob: Callable) -> None:
-    """Hand the masked entries of ``rows`` to the candidates as padded (rows, width) arrays;
-    nonzero lists them by row, in increasing column (= source index) order."""
-    rr, cc = np.nonzero(mask[rows])
-    cnt = counts[rows]
-    pos = np.arange(rr.size) - np.concatenate(([0], np.cumsum(cnt)[:-1]))[rr]
+def _block_entries(cands: Candidates, tile: _Tile, found: list, nr: int, bound: _Bound, r0: int,
+                   memory_budget: int) -> tuple[np.ndarray, ...]:
+    """Every (row, column, score) of the block that can still make its row's k best."""
+    if all(f is not None for f in found):
+        rr = np.concatenate([f[0] for f in found])
+        counts = np.bincount(rr, minlength=nr)
+    else:
+        counts = sum(np.count_nonzero(m, axis=1) for m in tile.masks)
+    heavy = np.flatnonzero(counts > cands.k) if tile.nc > cands.k else np.zeros(0, np.int64)
+    light = np.flatnonzero((counts > 0) & (counts <= cands.k)) if heavy.size else None
+    parts = []
+    for p, f in enumerate(found):
+        if f is None or light is not None:  # a heavy row's entries come from _heavy_entries
+            f = tile.entries(p, np.flatnonzero(counts > 0) if light is None else light)
+        parts.append(f)
+    if heavy.size:
+        parts.append(_heavy_entries(cands, tile, heavy, bound, r0, memory_budget))
+    rr, cc, vals = (np.concatenate(x) for x in zip(*parts))
+    order = np.lexsort((cc, rr))
+    return rr[order], cc[order], vals[order]
+
+
+def _gather(cands: Candidates, rr: np.ndarray, cc: np.ndarray, vals: np.ndarray, bound: _Bound,
+            r0: int, glob: Callable) -> None:
+    """Hand the entries (sorted by row, then column = source index) to the candidates as
+    padded (rows, width) arrays."""
+    rows, first, cnt = np.unique(rr, return_index=True, return_counts=True)
+    slot = np.repeat(np.arange(rows.size), cnt)
+    pos = np.arange(rr.size) - first[slot]
     width = int(cnt.max())
     ns = np.full((rows.size, width), -np.inf, np.float32)
     ni = np.full((rows.size, width), _PAD_INDEX, np.int64)
     ne = np.zeros((rows.size, width), np.float64)
-    vals = scores[rows[rr], cc]
-    ns[rr, pos], ni[rr, pos] = vals, glob(cc)
-    ne[rr, pos] = bound.entry(rows[rr], cc, vals)
+    ns[slot, pos], ni[slot, pos] = vals, glob(cc)
+    ne[slot, pos] = bound.entry(rr, cc, vals)
     cands.add(rows + r0, ns, ni, ne)
 
 
 def _search_block(cands: Candidates, tgt: np.ndarray, sblk: np.ndarray, glob: Callable,
-                  metric: str, col_adjust, tb: int, score_buf, mask_buf, memory_budget: int) -> None:
+                  metric: str, col_adjust, tb: int, score_buf, mask_buf, memory_budget: int,
+                  workers: "Workers") -> None:
     """Fold one source block into every target's candidates; ``glob`` maps block columns to
     source indices."""
     nc = sblk.shape[0]
     for r0 in range(0, tgt.shape[0], tb):
         t = tgt[r0:r0 + tb]
         nr = t.shape[0]
-        rows_all = np.arange(nr)
-        scores = score_buf[:nr * nc].reshape(nr, nc)
-        _block_scores(scores, t, sblk, metric, col_adjust, memory_budget)
+        tile = _Tile(score_buf, mask_buf, nr, nc, workers.parts(nc))
         bound = _Bound.of(metric, t, col_adjust)
-        mask = mask_buf[:nr * nc].reshape(nr, nc)
-        np.greater_equal(scores, bound.threshold(rows_all, cands.floor[r0:r0 + nr])[:, None], out=mask)
-        counts = np.count_nonzero(mask, axis=1)
-        heavy = np.flatnonzero(counts > cands.k) if nc > cands.k else np.zeros(0, np.int64)
-        if heavy.size:
-            _raise_floors(cands, heavy, scores, mask, counts, bound, r0, memory_budget)
-        rows = np.flatnonzero(counts)
-        if rows.size:
-            _gather(cands, rows, mask, counts, scores, bound, r0, glob)
+        thr = bound.threshold(np.arange(nr), cands.floor[r0:r0 + nr])
+        # past the first blocks a row gains a few entries per block, if any
+        limit = max(1024, 4 * cands.k * nr // len(tile.cols))
+        score = partial(_score_part, tile, t=t, sblk=sblk, thr=thr, metric=metric,
+                        col_adjust=col_adjust, memory_budget=memory_budget, limit=limit)
+        found = workers.map(score, range(len(tile.cols)))
+        rr, cc, vals = _block_entries(cands, tile, found, nr, bound, r0, memory_budget)
+        if rr.size:
+            _gather(cands, rr, cc, vals, bound, r0, glob)
+
+
+class Workers:
+    """The threads a search runs on: each scores parts of blocks with a single-threaded BLAS
+    call, and the first free one decodes the next block.
+
+    One BLAS call spread over every core stalls all of them whenever one core is busy with
+    something else (a reader thread's decoding), and its waiting threads spin; a separate
+    reader thread makes one thread more than cores, and the two pay for sharing them in
+    cache misses and switches. Small independent tasks on one pool of a thread per core keep
+    every core on useful work.
+    """
+
+    PARTS_PER_WORKER = 4  # a worker busy decoding leaves its parts to the others
+    MIN_PART_WIDTH = 512  # sources: narrower parts pay more in call overhead than they balance
+
+    def __init__(self, n: int | None = None) -> None:
+        import os
+
+        self.n = max(1, int(n) if n else len(os.sched_getaffinity(0)))
+        self._pool = None
+        self._limits = None
+
+    def parts(self, nc: int) -> int:
+        """Column parts per block."""
+        return max(1, min(self.PARTS_PER_WORKER * self.n, nc // self.MIN_PART_WIDTH)) if self.n > 1 else 1
+
+    def __enter__(self) -> "Workers":
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+
+        if self.n > 1:
+            self._limits = threadpool_limits(1, user_api="blas")
+            self._pool = ThreadPoolExecutor(self.n, thread_name_prefix="knn")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._limits.restore_original_limits()
+            self._pool = self._limits = None
+
+    def submit(self, fn: Callable, *args):
+        """``fn(*args)`` as a Future: on a worker, or run now when there is no pool."""
+        if self._pool is not None:
+            return self._pool.submit(fn, *args)
+        from concurrent.futures import Future
+
+        done = Future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:  # raised by result(), as from a worker
+            done.set_exception(exc)
+        return done
+
+    def map(self, fn: Callable, items) -> list:
+        items = list(items)
+        if self._pool is None or len(items) == 1:
+            return [fn(x) for x in items]
+        return list(self._pool.map(fn, items))
 
 
 # ----------------------------------------------------------------------------- whole searches
@@ -313,29 +443,42 @@ class ArraySource:
 
 class _VectorStore:
     """The source rows that are (or were recently) candidates, so a streamed search can
-    compute exact distances without a second pass over the pool."""
+    compute exact distances without a second pass over the pool. Rows are appended into
+    arrays grown by doubling: a block adds a few rows, and copying the whole store for them
+    (tens of MB) would cost more than the block's selection."""
 
     def __init__(self, dim: int) -> None:
-        self.idx = np.zeros(0, np.int64)
-        self.vec = np.zeros((0, dim), np.float32)
+        self.n = 0
+        self._idx = np.zeros(1024, np.int64)
+        self._vec = np.zeros((1024, dim), np.float32)
+
+    @property
+    def idx(self) -> np.ndarray:
+        return self._idx[:self.n]
+
+    @property
+    def vec(self) -> np.ndarray:
+        return self._vec[:self.n]
 
     def add_from_block(self, live_i: np.ndarray, c0: int, blk: np.ndarray) -> None:
         c1 = c0 + blk.shape[0]
-        sel = live_i[(live_i >= c0) & (live_i < c1)]
-        if sel.size:
-            new = np.unique(sel)
-            new = new[~np.isin(new, self.idx)]
-            if new.size:
-                self.idx = np.concatenate([self.idx, new])
-                self.vec = np.concatenate([self.vec, np.asarray(blk[new - c0], np.float32)])
-        live = np.unique(live_i)
-        if self.idx.size > 2 * live.size + 1024:
-            keep = np.isin(self.idx, live)
-            self.idx, self.vec = self.idx[keep], self.vec[keep]
+        new = np.unique(live_i[(live_i >= c0) & (live_i < c1)])
+        new = new[~np.isin(new, self.idx)]
+        if new.size:
+            if self.n + new.size > len(self._idx):
+                cap = max(2 * len(self._idx), self.n + new.size)
+                self._idx = np.concatenate([self.idx, np.zeros(cap - self.n, np.int64)])
+                self._vec = np.concatenate([self.vec, np.zeros((cap - self.n, self._vec.shape[1]), np.float32)])
+            self._idx[self.n:self.n + new.size] = new
+            self._vec[self.n:self.n + new.size] = blk[new - c0]
+            self.n += new.size
+        if self.n > 2 * live_i.size + 1024:  # live_i.size bounds the live sources
+            self.keep_only(live_i)
 
     def keep_only(self, live_i: np.ndarray) -> None:
-        keep = np.isin(self.idx, live_i)
-        self.idx, self.vec = self.idx[keep], self.vec[keep]
+        keep = np.flatnonzero(np.isin(self.idx, live_i))
+        self._idx[:keep.size], self._vec[:keep.size] = self._idx[keep], self._vec[keep]
+        self.n = keep.size
 
     def gather(self, ids: np.ndarray) -> np.ndarray:
         return rows_by_id(self.idx, self.vec, ids)
@@ -372,9 +515,10 @@ def _check_exclude(exclude, n_s: int) -> np.ndarray | None:
 def search_part(tgt: np.ndarray, source, k: int, metric: str, *, normalized: bool,
                 memory_budget: int = DEFAULT_MEMORY_BUDGET, first_block: int = _FIRST_BLOCK,
                 exclude: np.ndarray | None = None, offset: int = 0, keep_vectors: bool = True,
-                progress: Callable[[int], None] | None = None) -> Partial:
+                progress: Callable[[int], None] | None = None, workers: int | None = None) -> Partial:
     """The candidates of the scoring targets ``tgt`` (float32, unit rows for cosine) among
-    ``source`` (rows are sources ``offset ...``). ``k``: the k of the whole search."""
+    ``source`` (rows are sources ``offset ...``). ``k``: the k of the whole search.
+    ``workers``: scoring threads (default: the CPUs this process may run on)."""
     n_t, n_s = tgt.shape[0], int(source.n_rows)
     exclude = _check_exclude(exclude, n_s)
     cands = Candidates(n_t, k)
@@ -383,27 +527,34 @@ def search_part(tgt: np.ndarray, source, k: int, metric: str, *, normalized: boo
     score_buf, mask_buf = np.empty(tb * sb, np.float32), np.empty(tb * sb, np.bool_)
     store = _VectorStore(tgt.shape[1]) if keep_vectors else None
     try:
-        for (c0, c1), full_blk in zip(bounds, source.blocks(bounds)):
-            if exclude is not None and exclude[c0:c1].any():
-                gidx = np.flatnonzero(~exclude[c0:c1]) + c0 + offset
-                sblk = full_blk[gidx - c0 - offset]
-            else:
-                gidx, sblk = None, full_blk
-            if sblk.shape[0]:
-                glob = (lambda cols, b=c0 + offset: cols + b) if gidx is None else gidx.__getitem__
-                _search_block(cands, tgt, sblk, glob, metric, _col_adjust(metric, normalized, sblk),
-                              tb, score_buf, mask_buf, memory_budget)
-                cands.compact()
-            if store is not None:
-                store.add_from_block(cands.i, c0 + offset, full_blk)
-            if progress is not None:
-                progress(c1 - c0)
+        with Workers(workers) as pool:
+            blocks = iter(source.blocks(bounds))
+            nxt = pool.submit(next, blocks) if bounds else None
+            for n_done, (c0, c1) in enumerate(bounds, start=1):
+                full_blk = nxt.result()
+                # the next block is decoded by the first free worker, queued ahead of this
+                # block's scoring parts (one pool for both: no thread waits on a busy core)
+                nxt = pool.submit(next, blocks) if n_done < len(bounds) else None
+                if exclude is not None and exclude[c0:c1].any():
+                    gidx = np.flatnonzero(~exclude[c0:c1]) + c0 + offset
+                    sblk = full_blk[gidx - c0 - offset]
+                else:
+                    gidx, sblk = None, full_blk
+                if sblk.shape[0]:
+                    glob = (lambda cols, b=c0 + offset: cols + b) if gidx is None else gidx.__getitem__
+                    _search_block(cands, tgt, sblk, glob, metric, _col_adjust(metric, normalized, sblk),
+                                  tb, score_buf, mask_buf, memory_budget, pool)
+                    cands.compact()
+                if store is not None:
+                    store.add_from_block(cands.i, c0 + offset, full_blk)
+                if progress is not None:
+                    progress(c1 - c0)
     finally:
         source.close()
     if store is None:
         return Partial(cands.s, cands.i, cands.e, cands.floor)
     store.keep_only(cands.i)
-    return Partial(cands.s, cands.i, cands.e, cands.floor, store.idx, store.vec)
+    return Partial(cands.s, cands.i, cands.e, cands.floor, store.idx.copy(), store.vec.copy())
 
 
 def merge(parts: list[Partial], k: int) -> Candidates:
@@ -469,12 +620,12 @@ def kept_count(n_s: int, exclude) -> int:
 def topk_stream(targets: np.ndarray, source, k: int, metric: str = "cosine", *,
                 normalized: bool = False, memory_budget: int = DEFAULT_MEMORY_BUDGET,
                 first_block: int = _FIRST_BLOCK, exclude: np.ndarray | None = None,
-                progress: Callable[[int], None] | None = None,
+                progress: Callable[[int], None] | None = None, workers: int | None = None,
                 _originals: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """:func:`topk` over a block source: ``source.n_rows``, ``source.dim`` and
     ``source.blocks(bounds)`` yielding one float32 (c1 - c0, dim) array per (c0, c1) of
-    :func:`block_bounds` (e.g. :class:`ParquetShards`, which reads the next block while
-    this one is searched). Peak memory: two blocks + the score scratch + the candidates,
+    :func:`block_bounds` (e.g. :class:`ParquetShards`; the next block is read while this one
+    is searched). Peak memory: two blocks + the score scratch + the candidates,
     whatever the pool size; the result is identical to :func:`topk` on the whole matrix.
     """
     metric = canonical_metric(metric)
@@ -490,7 +641,7 @@ def topk_stream(targets: np.ndarray, source, k: int, metric: str = "cosine", *,
         return np.zeros((n_t, 0), np.int64), np.zeros((n_t, 0), np.float64)
     part = search_part(tgt, source, kk, metric, normalized=normalized, memory_budget=memory_budget,
                        first_block=first_block, exclude=exclude, keep_vectors=_originals is None,
-                       progress=progress)
+                       progress=progress, workers=workers)
     cands = merge([part], kk)
     if _originals is not None:
         return exact_topk(cands, targets, lambda ids: _originals[ids], metric)
@@ -500,7 +651,8 @@ def topk_stream(targets: np.ndarray, source, k: int, metric: str = "cosine", *,
 def topk(targets: np.ndarray, sources: np.ndarray, k: int, metric: str = "cosine", *,
          normalized: bool = False, memory_budget: int = DEFAULT_MEMORY_BUDGET,
          first_block: int = _FIRST_BLOCK, exclude: np.ndarray | None = None,
-         progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+         progress: Callable[[int], None] | None = None,
+         workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k neighbours of each target among the sources.
 
     targets: (T, D), sources: (N, D) float arrays (float32 is used internally; sources
@@ -508,6 +660,8 @@ def topk(targets: np.ndarray, sources: np.ndarray, k: int, metric: str = "cosine
     rows are L2-normalised (cosine skips the per-column rescale). ``progress`` is called
     with the number of source rows finished after each source block. ``first_block`` is
     the width of the first source block (tests shrink it to exercise every path).
+    ``workers``: threads (default: one per CPU this process may use); any count gives the
+    same result.
     ``exclude``: optional bool (N,) mask; excluded sources are never candidates (the
     search runs over the others, so each target still gets its k nearest kept sources).
 
@@ -519,7 +673,7 @@ def topk(targets: np.ndarray, sources: np.ndarray, k: int, metric: str = "cosine
         raise ValueError("targets and sources must be 2-D arrays")
     return topk_stream(targets, ArraySource(src), k, metric, normalized=normalized,
                        memory_budget=memory_budget, first_block=first_block, exclude=exclude,
-                       progress=progress, _originals=sources)
+                       progress=progress, workers=workers, _originals=sources)
 
 
 def brute_force(targets: np.ndarray, sources: np.ndarray, k: int,
@@ -589,23 +743,39 @@ def list_array(vectors: np.ndarray, value_type=None):
 
 def matrix_of(arr, where, column: str, dim: int = 0) -> np.ndarray:
     """float32 (rows, dim) array of an Arrow list column (all rows the same length; ``dim``,
-    when known, is the length every row must have). SourceError names ``where``."""
+    when known, is the length every row must have). SourceError names ``where``. A read-only
+    view of the Arrow buffer when it holds float32."""
     import pyarrow as pa
 
     if arr.null_count:
         raise SourceError(f"{where}: {arr.null_count} rows have no {column!r} value")
+    n = len(arr)
+    # Read from the buffers: on a freshly decoded batch, pyarrow's value_lengths(),
+    # offsets.to_numpy() and flatten().to_numpy() each cost ~0.4-1.4 ms (about a third of
+    # the decode itself), the buffers a few microseconds.
     if pa.types.is_fixed_size_list(arr.type):
-        lengths = np.full(len(arr), arr.type.list_size)
+        lengths = np.full(n, arr.type.list_size)
+        start = arr.offset * arr.type.list_size
     else:
-        lengths = np.asarray(arr.value_lengths())
-    dim = dim or (int(lengths[0]) if len(arr) else 0)
-    if len(arr) and dim == 0:
+        width = np.int64 if pa.types.is_large_list(arr.type) else np.int32
+        offsets = np.frombuffer(arr.buffers()[1], width, count=n + 1,
+                                offset=arr.offset * np.dtype(width).itemsize)
+        lengths = np.diff(offsets)
+        start = int(offsets[0]) if n else 0
+    dim = dim or (int(lengths[0]) if n else 0)
+    if n and dim == 0:
         raise SourceError(f"{where}: column {column!r} holds empty vectors")
     if (lengths != dim).any():
         raise SourceError(f"{where}: column {column!r} has vectors of different lengths "
                           f"({dim} and {int(lengths[lengths != dim][0])})")
-    values = arr.flatten().to_numpy(zero_copy_only=False)
-    return values.reshape(len(arr), dim).astype(np.float32, copy=False)
+    values = arr.values.slice(start, n * dim)
+    if values.null_count:  # a missing number inside a vector
+        raise SourceError(f"{where}: column {column!r} holds NaN or infinite values")
+    if pa.types.is_float32(values.type) and n:
+        flat = np.frombuffer(values.buffers()[1], np.float32, count=n * dim, offset=values.offset * 4)
+    else:
+        flat = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(n, dim)
 
 
 def check_finite(blk: np.ndarray, where, column: str) -> np.ndarray:
@@ -619,28 +789,29 @@ def check_finite(blk: np.ndarray, where, column: str) -> np.ndarray:
 
 class ParquetShards:
     """The embedding column of one parquet or of a folder of shards, as a block source for
-    :func:`topk_stream`: blocks are read by a background thread one block ahead, so reading
-    and decoding the next block overlaps the matmul of the current one. ``normalize=True``
-    L2-normalises each block's rows (as :func:`l2_normalize_` on the whole matrix would).
-    ``rows=(a, b)``: only the pool's rows a..b-1 (a Ray task's part of the pool).
+    :func:`topk_stream` (which decodes the next block on one of its workers while the others
+    score the current one). ``normalize=True`` L2-normalises each block's rows (as
+    :func:`l2_normalize_` on the whole matrix would). ``rows=(a, b)``: only the pool's rows
+    a..b-1 (a Ray task's part of the pool). ``batch_rows``: rows per decoded Arrow batch;
+    batches of a few MB decode faster than large ones (measured: 1,024 rows of 768 floats
+    take ~20% less CPU than 8,192) and stay in cache for the check and the normalisation.
     """
 
     def __init__(self, path, column: str = "embedding", *, normalize: bool = False,
-                 batch_rows: int = 8192, prefetch: int = 1, rows: tuple[int, int] | None = None) -> None:
+                 batch_rows: int = 1024, rows: tuple[int, int] | None = None) -> None:
         self.paths = path if isinstance(path, list) else shard_paths(path)
         self.column = column
         self.normalize = normalize
         self.batch_rows = batch_rows
-        self.prefetch = max(1, prefetch)
         self.shard_rows = [self._open(p) for p in self.paths]
+        self.drop_behind = _larger_than_half_of_memory(self.paths)
         total = sum(self.shard_rows)
         self.window = (0, total) if rows is None else (int(rows[0]), int(rows[1]))
         self.n_rows = self.window[1] - self.window[0]
         self.dim = 0
-        self._thread = None
-        self._stop = None
-        if self.n_rows:
-            self.dim = next(self._batches(limit=1))[1].shape[1]
+        self._reading = None
+        if self.n_rows:  # a few rows tell the length of every vector
+            self.dim = next(self._batches(limit=1, batch_rows=16))[1].shape[1]
 
     def _open(self, p) -> int:
         import pyarrow.parquet as pq
@@ -659,10 +830,8 @@ class ParquetShards:
             raise SourceError(f"column {self.column!r} of {p} is {ftype}, not a list of floats")
         return pf.metadata.num_rows
 
-    def _batches(self, limit: int | None = None):
+    def _batches(self, limit: int | None = None, batch_rows: int | None = None):
         """(path, float32 (rows, dim) array) per record batch of the window, in pool order."""
-        import pyarrow.parquet as pq
-
         seen, start = 0, 0
         a, b = self.window
         for p, n in zip(self.paths, self.shard_rows):
@@ -670,91 +839,68 @@ class ParquetShards:
             start += n
             if lo >= hi:
                 continue
-            # pre_buffer=False + a read buffer: pages are streamed, so the transient memory
-            # is a few batches whatever the row-group size.
-            pf = pq.ParquetFile(str(p), pre_buffer=False, buffer_size=4 << 20)
-            groups, first = _row_groups(pf, lo, hi)
-            at = first
-            for batch in pf.iter_batches(columns=[self.column], batch_size=self.batch_rows,
-                                         row_groups=groups, use_threads=False):
-                arr = batch.column(0).slice(max(lo - at, 0), max(0, min(hi, at + len(batch)) - max(lo, at)))
-                at += len(batch)
-                if len(arr):
-                    yield p, matrix_of(arr, p, self.column, self.dim)
-                    seen += 1
-                    if limit is not None and seen >= limit:
-                        return
-                if at >= hi:
-                    break
+            for arr in self._shard_batches(p, lo, hi, batch_rows or self.batch_rows):
+                yield p, matrix_of(arr, p, self.column, self.dim)
+                seen += 1
+                if limit is not None and seen >= limit:
+                    return
 
-    def _fill(self, bounds, put) -> None:
+    def _shard_batches(self, p, lo: int, hi: int, batch_rows: int):
+        """The column's rows lo..hi-1 of one shard, as Arrow arrays of up to batch_rows."""
+        import pyarrow.parquet as pq
+
+        # pre_buffer=False + a read buffer: pages are streamed, so the transient memory
+        # is a few batches whatever the row-group size.
+        pf = pq.ParquetFile(str(p), pre_buffer=False, buffer_size=4 << 20)
+        groups, at = _row_groups(pf, lo, hi)
+        with _ShardReads(p, pf, self.column, groups, self.drop_behind) as reads:
+            for g in groups:
+                reads.starting(g)
+                for batch in pf.iter_batches(columns=[self.column], batch_size=batch_rows,
+                                             row_groups=[g], use_threads=False):
+                    arr = batch.column(0).slice(max(lo - at, 0), max(0, min(hi, at + len(batch)) - max(lo, at)))
+                    at += len(batch)
+                    if len(arr):
+                        yield arr
+                    if at >= hi:
+                        return
+                reads.finished(g)
+
+    def blocks(self, bounds):
+        """The blocks of ``bounds`` in order, each checked (SourceError on NaN or infinite
+        values) and normalised when asked. A block is a view of one of two reused buffers
+        (no fresh pages to fault in per block): it stays valid while the next one is read,
+        not after."""
+        bounds = list(bounds)
         it = self._batches()
         pending: np.ndarray | None = None
-        # A ring of reused block buffers (no fresh pages to fault in per block): one being
-        # searched, ``prefetch`` queued, one being filled, one spare.
         ring = [np.empty((max((c1 - c0 for c0, c1 in bounds), default=0), self.dim), np.float32)
-                for _ in range(min(len(bounds), self.prefetch + 3))]
+                for _ in range(min(len(bounds), 2))]
+        self._reading = it
         for b, (c0, c1) in enumerate(bounds):
             out = ring[b % len(ring)][:c1 - c0]
             row = 0
-            shards = []
             while row < c1 - c0:
                 if pending is None or not len(pending):
-                    p, pending = next(it)
-                    shards.append(p)
+                    where, pending = next(it)
                 take = min(len(pending), c1 - c0 - row)
-                out[row:row + take] = pending[:take]
+                # checked, normalised and copied into the block in one pass over the batch
+                # (a batch is a few MB: it is still in cache for the second and third look)
+                part, dest = pending[:take], out[row:row + take]
+                sq = check_finite(part, where, self.column)
+                if self.normalize:
+                    _divide_by_norms(part, sq, dest)
+                else:
+                    dest[...] = part
                 pending = pending[take:]
                 row += take
-            where = ", ".join(map(str, dict.fromkeys(shards)))
-            for r0 in range(0, len(out), _ROWS):
-                blk = out[r0:r0 + _ROWS]
-                sq = check_finite(blk, where, self.column)
-                if self.normalize:
-                    _divide_by_norms_(blk, sq)
-            if not put(out):
-                return
-        # the consumer holds views of the ring; it must not be reused after this point
-
-    def blocks(self, bounds):
-        """Yield the blocks of ``bounds`` in order, read ahead by a background thread."""
-        import queue
-        import threading
-
-        bounds = list(bounds)
-        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
-        stop = threading.Event()
-        self._stop = stop
-
-        def put(item) -> bool:
-            while not stop.is_set():
-                try:
-                    q.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def work() -> None:
-            try:
-                self._fill(bounds, put)
-            except BaseException as exc:  # handed to the consumer
-                put(exc)
-
-        self._thread = threading.Thread(target=work, name="knn-reader", daemon=True)
-        self._thread.start()
-        for _ in bounds:
-            item = q.get()
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+            yield out
 
     def close(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        """Release the shard being read (its file and page-cache hints), if a read stopped early."""
+        if self._reading is not None:
+            self._reading.close()
+            self._reading = None
 
 
 def _row_groups(pf, lo: int, hi: int) -> tuple[list[int], int]:
@@ -767,6 +913,88 @@ def _row_groups(pf, lo: int, hi: int) -> tuple[list[int], int]:
             first = start if first is None else first
         start += n
     return groups, (first or 0)
+
+
+class _ShardReads:
+    """Page-cache hints for streaming one column of a parquet, row group by row group
+    (posix_fadvise; no-ops where it does not exist):
+
+    * WILLNEED on the next row groups' bytes, so the disk reads them while this one is decoded;
+    * with ``drop_behind``, DONTNEED on a row group's bytes once decoded. A pool larger than
+      memory cannot stay cached anyway; dropping what was read keeps the page cache from
+      filling, and a full cache makes the kernel reclaim a page for every page read, which
+      cost three times the CPU of the read itself here (a core's worth of time per 500 MB).
+    """
+
+    DEPTH = 2  # row groups asked for ahead of the one being decoded
+
+    def __init__(self, path, pf, column: str, groups: list[int], drop_behind: bool) -> None:
+        self.path, self.groups, self.drop_behind, self.fd = path, groups, drop_behind, None
+        meta = pf.metadata
+        leaves = [i for i in range(meta.num_columns)
+                  if meta.schema.column(i).path.split(".")[0] == column]
+        self.ranges = {}
+        for g in groups:
+            spans = []
+            for i in leaves:
+                c = meta.row_group(g).column(i)
+                off = c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset
+                spans.append((off, c.total_compressed_size))
+            self.ranges[g] = spans
+        self.asked = set()
+
+    def __enter__(self) -> "_ShardReads":
+        import os
+
+        if hasattr(os, "posix_fadvise"):
+            try:
+                self.fd = os.open(self.path, os.O_RDONLY)
+            except OSError:
+                self.fd = None
+        return self
+
+    def _advise(self, g: int, advice: int) -> None:
+        import os
+
+        for off, length in self.ranges[g]:
+            try:
+                os.posix_fadvise(self.fd, off, length, advice)
+            except OSError:
+                return
+
+    def starting(self, g: int) -> None:
+        import os
+
+        if self.fd is None:
+            return
+        at = self.groups.index(g)
+        for nxt in self.groups[at:at + 1 + self.DEPTH]:
+            if nxt not in self.asked:
+                self.asked.add(nxt)
+                self._advise(nxt, os.POSIX_FADV_WILLNEED)
+
+    def finished(self, g: int) -> None:
+        import os
+
+        if self.fd is not None and self.drop_behind:
+            self._advise(g, os.POSIX_FADV_DONTNEED)
+
+    def __exit__(self, *exc) -> None:
+        import os
+
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _larger_than_half_of_memory(paths) -> bool:
+    import os
+
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return sum(os.path.getsize(p) for p in paths) > ram // 2
+    except (ValueError, OSError, AttributeError):
+        return False
 
 
 def read_matrix(path, column: str = "embedding") -> np.ndarray:

@@ -130,8 +130,9 @@ def pieces(pool, n_cpus: int) -> list[Piece]:
 def _search_piece(tgt, piece: Piece, column: str, normalize: bool, k: int, metric: str,
                   exclude: np.ndarray | None) -> knn.Partial:
     source = knn.ParquetShards([Path(piece.path)], column, normalize=normalize, rows=piece.rows)
+    # one scoring thread: Ray runs one task per CPU it reserved (num_cpus=1)
     return knn.search_part(tgt, source, k, metric, normalized=normalize, exclude=exclude,
-                           offset=piece.offset)
+                           offset=piece.offset, workers=1)
 
 
 def nearest(targets: np.ndarray, pool, k: int, metric: str, *, exclude: np.ndarray | None,

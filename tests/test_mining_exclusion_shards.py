@@ -182,3 +182,91 @@ def test_action_nan_in_a_shard_is_a_usage_error(tmp_path):
     with pytest.raises(UsageError, match="b.parquet.*NaN or infinite"):
         action.run(cfg_for(tmp_path, tmp_path / "sh", knn_metric="euclidean"))
     assert not (tmp_path / "out" / "mined.parquet").exists()
+
+
+# ---- the streamed search's workers, reads and buffers ------------------------------------
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+
+def _open_fds() -> int:
+    import os
+
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "manhattan"])
+@pytest.mark.parametrize("order", ["random", "ascending"])
+def test_any_worker_count_gives_the_brute_force_answer(metric, order, monkeypatch):
+    # "ascending": every block beats the last (every row is heavy in every block, and a
+    # block's parts overflow their entry limit); narrow parts: up to 20 per block
+    monkeypatch.setattr(knn.Workers, "MIN_PART_WIDTH", 8)
+    s, t, _ = pool(11, n_s=1500, n_t=7, d=12)
+    if order == "ascending":
+        ref_i, _ = knn.brute_force(t[:1], s, len(s), metric)
+        s = s[ref_i[0][::-1]].copy()
+    want_i, want_d = knn.brute_force(t, s, 6, metric)
+    for budget in (1 << 14, 1 << 18):
+        for workers in (1, 2, 3, 5):
+            got_i, got_d = knn.topk(t, s, 6, metric, first_block=16, memory_budget=budget,
+                                    workers=workers)
+            assert (got_i == want_i).all(), (budget, workers)
+            np.testing.assert_allclose(got_d, want_d, rtol=1e-12, atol=1e-12)
+
+
+def test_streamed_workers_and_drop_behind_do_not_change_the_answer(tmp_path):
+    s, t, fps = pool(12, n_s=900, n_t=5, d=8)
+    for a in range(0, 900, 300):
+        write_emb(tmp_path / "sh" / f"part-{a:05d}.parquet", s[a:a + 300], fps[a:a + 300])
+    ref = knn.topk(t, s, 4, "cosine")
+    for workers in (1, 2, 4):
+        for drop in (False, True):
+            src = knn.ParquetShards(tmp_path / "sh", normalize=True, batch_rows=40)
+            src.drop_behind = drop
+            got = knn.topk_stream(t, src, 4, "cosine", memory_budget=1 << 13, workers=workers)
+            assert (got[0] == ref[0]).all()
+            np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-6)
+
+
+def test_a_search_restores_blas_threads_and_leaves_no_thread_or_file(tmp_path):
+    import threading
+
+    s, t, fps = pool(13, n_s=600, n_t=4, d=8)
+    s_bad = s.copy()
+    s_bad[500, 2] = np.inf
+    write_emb(tmp_path / "ok" / "a.parquet", s, fps)
+    write_emb(tmp_path / "bad" / "a.parquet", s_bad, fps)
+    blas, fds, threads = _blas_threads(), _open_fds(), threading.active_count()
+    knn.topk_stream(t, knn.ParquetShards(tmp_path / "ok", batch_rows=50), 3, "euclidean",
+                    memory_budget=1 << 13, workers=3)
+    with pytest.raises(knn.SourceError, match="NaN or infinite"):
+        knn.topk_stream(t, knn.ParquetShards(tmp_path / "bad", batch_rows=50), 3, "euclidean",
+                        memory_budget=1 << 13, workers=3)
+    assert _blas_threads() == blas
+    assert _open_fds() == fds
+    assert threading.active_count() == threads
+
+
+def test_matrix_of_reads_every_arrow_list_layout():
+    rows = np.arange(24, dtype=np.float32).reshape(6, 4)
+    flat = pa.array(rows.reshape(-1))
+    offsets = pa.array(np.arange(0, 25, 4, dtype=np.int32))
+    layouts = {
+        "list": pa.ListArray.from_arrays(offsets, flat),
+        "large_list": pa.LargeListArray.from_arrays(pa.array(np.arange(0, 25, 4)), flat),
+        "fixed_size_list": pa.FixedSizeListArray.from_arrays(flat, 4),
+        "list<double>": pa.ListArray.from_arrays(offsets, pa.array(rows.reshape(-1).astype(np.float64))),
+    }
+    for name, arr in layouts.items():
+        assert (knn.matrix_of(arr, "x", "e") == rows).all(), name
+        assert (knn.matrix_of(arr.slice(2, 3), "x", "e") == rows[2:5]).all(), name
+        assert knn.matrix_of(arr.slice(6, 0), "x", "e", 4).shape == (0, 4), name
+    holed = pa.ListArray.from_arrays(offsets, pa.array([1.0] * 13 + [None] + [1.0] * 10, pa.float32()))
+    assert (knn.matrix_of(holed.slice(0, 3), "x", "e") == 1).all()  # the hole is in row 3
+    with pytest.raises(knn.SourceError, match="x: column 'e' holds NaN or infinite"):
+        knn.matrix_of(holed, "x", "e")
+    with pytest.raises(knn.SourceError, match="different lengths"):
+        knn.matrix_of(pa.array([[1.0, 2.0], [1.0]], pa.list_(pa.float32())), "x", "e")

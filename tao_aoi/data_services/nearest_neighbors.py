@@ -27,9 +27,10 @@ Both are written as one set (all or nothing). Both parquets must record the same
 Local-runner additions (the container has none of these):
 
 * ``source_parquet`` may be a folder of parquet shards (``*.parquet``, name order = row
-  order). The pool is never loaded whole: it is streamed in fixed blocks (a reader thread
-  decodes the next block while the current one is searched) with an exact running top-k,
-  so memory depends on the block size, and a pool gives the same result sharded or not.
+  order). The pool is never loaded whole: it is streamed in fixed blocks (one thread per
+  core; the first free one decodes the next block while the others score the current one)
+  with an exact running top-k, so memory depends on the block size, and a pool gives the
+  same result sharded or not.
 * ``exclude_parquet``: a parquet or CSV with ``filepath`` (a mined parquet or a mining
   ledger). Source rows whose filepath (``os.path.normpath``) is listed leave the candidate
   set BEFORE the search, so every target still gets its ``topn`` nearest non-excluded
