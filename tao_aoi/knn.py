@@ -363,6 +363,37 @@ def _search_block(cands: Candidates, tgt: np.ndarray, sblk: np.ndarray, glob: Ca
             _gather(cands, rr, cc, vals, bound, r0, glob)
 
 
+class _OneBlasThread:
+    """Process-wide: BLAS calls single-threaded while any search holds this (counted, so
+    searches running at once in threads nest; the first in sets the limit, the last out
+    restores it)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._users = 0
+        self._limits = None
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                from threadpoolctl import threadpool_limits
+
+                self._limits = threadpool_limits(1, user_api="blas")
+            self._users += 1
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                self._limits.restore_original_limits()
+                self._limits = None
+
+
+_ONE_BLAS_THREAD = _OneBlasThread()
+
+
 class Workers:
     """The threads a search runs on: each scores parts of blocks with a single-threaded BLAS
     call, and the first free one decodes the next block.
@@ -382,7 +413,6 @@ class Workers:
 
         self.n = max(1, int(n) if n else len(os.sched_getaffinity(0)))
         self._pool = None
-        self._limits = None
 
     def parts(self, nc: int) -> int:
         """Column parts per block."""
@@ -391,18 +421,16 @@ class Workers:
     def __enter__(self) -> "Workers":
         from concurrent.futures import ThreadPoolExecutor
 
-        from threadpoolctl import threadpool_limits
-
         if self.n > 1:
-            self._limits = threadpool_limits(1, user_api="blas")
+            _ONE_BLAS_THREAD.__enter__()
             self._pool = ThreadPoolExecutor(self.n, thread_name_prefix="knn")
         return self
 
     def __exit__(self, *exc) -> None:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
-            self._limits.restore_original_limits()
-            self._pool = self._limits = None
+            self._pool = None
+            _ONE_BLAS_THREAD.__exit__()
 
     def submit(self, fn: Callable, *args):
         """``fn(*args)`` as a Future: on a worker, or run now when there is no pool."""
@@ -515,10 +543,12 @@ def _check_exclude(exclude, n_s: int) -> np.ndarray | None:
 def search_part(tgt: np.ndarray, source, k: int, metric: str, *, normalized: bool,
                 memory_budget: int = DEFAULT_MEMORY_BUDGET, first_block: int = _FIRST_BLOCK,
                 exclude: np.ndarray | None = None, offset: int = 0, keep_vectors: bool = True,
-                progress: Callable[[int], None] | None = None, workers: int | None = None) -> Partial:
+                progress: Callable[[int], None] | None = None, workers: int | None = None,
+                stop=None) -> Partial:
     """The candidates of the scoring targets ``tgt`` (float32, unit rows for cosine) among
     ``source`` (rows are sources ``offset ...``). ``k``: the k of the whole search.
-    ``workers``: scoring threads (default: the CPUs this process may run on)."""
+    ``workers``: scoring threads (default: the CPUs this process may run on). ``stop``: a
+    threading.Event; once set, the search gives up at the next block (_Stopped)."""
     n_t, n_s = tgt.shape[0], int(source.n_rows)
     exclude = _check_exclude(exclude, n_s)
     cands = Candidates(n_t, k)
@@ -532,6 +562,8 @@ def search_part(tgt: np.ndarray, source, k: int, metric: str, *, normalized: boo
             nxt = pool.submit(next, blocks) if bounds else None
             for n_done, (c0, c1) in enumerate(bounds, start=1):
                 full_blk = nxt.result()
+                if stop is not None and stop.is_set():
+                    raise _Stopped
                 # the next block is decoded by the first free worker, queued ahead of this
                 # block's scoring parts (one pool for both: no thread waits on a busy core)
                 nxt = pool.submit(next, blocks) if n_done < len(bounds) else None
@@ -555,6 +587,62 @@ def search_part(tgt: np.ndarray, source, k: int, metric: str, *, normalized: boo
         return Partial(cands.s, cands.i, cands.e, cands.floor)
     store.keep_only(cands.i)
     return Partial(cands.s, cands.i, cands.e, cands.floor, store.idx.copy(), store.vec.copy())
+
+
+class _Stopped(Exception):
+    """A part's search gave up because another part failed."""
+
+
+# CPU time of decoding, checking and normalising one float of a parquet list<float> column,
+# in floating-point operations of single-core sgemm on the same core (measured here:
+# ~10 ns a value against ~89 GFLOP/s). Scoring a row costs 2 x targets x dim operations.
+_DECODE_FLOPS_PER_VALUE = 900
+
+
+def decode_streams(n_targets: int, cores: int) -> int:
+    """How many parts of a parquet pool to search at once so that decoding keeps up with
+    scoring: each part decodes on one thread at a time, and decoding takes this share of the
+    work. One on 2 cores with 1,000 targets; 5 on 16; more with fewer targets."""
+    share = _DECODE_FLOPS_PER_VALUE / (_DECODE_FLOPS_PER_VALUE + 2 * max(1, n_targets))
+    return max(1, min(cores, round(cores * share)))
+
+
+def _search_parts(tgt: np.ndarray, sources: list, k: int, metric: str, *, normalized: bool,
+                  memory_budget: int, first_block: int, exclude: np.ndarray | None,
+                  progress, cores: int) -> list[Partial]:
+    """search_part over parts of one pool at once (threads; each part its own decode stream
+    and share of the cores and of the memory budget). The first failure stops the others."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    lock, stop = threading.Lock(), threading.Event()
+    base = sources[0].offset  # row indices are relative to the split source's first row
+
+    def tick(n: int) -> None:
+        with lock:
+            progress(n)
+
+    def one(src) -> Partial:
+        a = src.offset - base
+        b = a + src.n_rows
+        try:
+            return search_part(tgt, src, k, metric, normalized=normalized,
+                               memory_budget=max(1, memory_budget // len(sources)),
+                               first_block=first_block,
+                               exclude=None if exclude is None else exclude[a:b], offset=a,
+                               progress=None if progress is None else tick,
+                               workers=max(1, cores // len(sources)), stop=stop)
+        except BaseException:
+            stop.set()
+            raise
+
+    with _ONE_BLAS_THREAD, ThreadPoolExecutor(len(sources), thread_name_prefix="knn-part") as pool:
+        futures = [pool.submit(one, src) for src in sources]
+        errors = [f.exception() for f in futures]
+    real = [e for e in errors if e is not None and not isinstance(e, _Stopped)]
+    if real:
+        raise real[0]
+    return [f.result() for f in futures]
 
 
 def merge(parts: list[Partial], k: int) -> Candidates:
@@ -627,6 +715,8 @@ def topk_stream(targets: np.ndarray, source, k: int, metric: str = "cosine", *,
     :func:`block_bounds` (e.g. :class:`ParquetShards`; the next block is read while this one
     is searched). Peak memory: two blocks + the score scratch + the candidates,
     whatever the pool size; the result is identical to :func:`topk` on the whole matrix.
+    A source with ``split(n)`` (ParquetShards) is searched as :func:`decode_streams` parts at
+    once when one decode stream cannot keep the cores busy (many cores, few targets).
     """
     metric = canonical_metric(metric)
     if k < 1:
@@ -639,13 +729,23 @@ def topk_stream(targets: np.ndarray, source, k: int, metric: str = "cosine", *,
     if n_t == 0 or kk == 0:
         source.close()
         return np.zeros((n_t, 0), np.int64), np.zeros((n_t, 0), np.float64)
-    part = search_part(tgt, source, kk, metric, normalized=normalized, memory_budget=memory_budget,
-                       first_block=first_block, exclude=exclude, keep_vectors=_originals is None,
-                       progress=progress, workers=workers)
-    cands = merge([part], kk)
+    cores = workers or len(__import__("os").sched_getaffinity(0))
+    split = getattr(source, "split", None)
+    sources = split(decode_streams(n_t, cores)) if split is not None else [source]
+    if len(sources) == 1:
+        parts = [search_part(tgt, source, kk, metric, normalized=normalized,
+                             memory_budget=memory_budget, first_block=first_block, exclude=exclude,
+                             keep_vectors=_originals is None, progress=progress, workers=cores)]
+    else:
+        parts = _search_parts(tgt, sources, kk, metric, normalized=normalized,
+                              memory_budget=memory_budget, first_block=first_block,
+                              exclude=exclude, progress=progress, cores=cores)
+    cands = merge(parts, kk)
     if _originals is not None:
         return exact_topk(cands, targets, lambda ids: _originals[ids], metric)
-    return exact_topk(cands, targets, lambda ids: rows_by_id(part.vector_ids, part.vectors, ids), metric)
+    ids = np.concatenate([p.vector_ids for p in parts])
+    vectors = np.concatenate([p.vectors for p in parts])
+    return exact_topk(cands, targets, lambda wanted: rows_by_id(ids, vectors, wanted), metric)
 
 
 def topk(targets: np.ndarray, sources: np.ndarray, k: int, metric: str = "cosine", *,
@@ -726,6 +826,17 @@ def is_vector_type(arrow_type) -> bool:
 
     return (pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type)
             or pa.types.is_fixed_size_list(arrow_type))
+
+
+def check_vector_field(schema, column: str, where) -> None:
+    """SourceError unless the Arrow ``schema`` of ``where`` has ``column`` as a list of floats."""
+    if column not in schema.names:
+        raise SourceError(f"{where} has no embedding column {column!r} (columns: "
+                          f"{', '.join(schema.names)}); set the *_embed_column_name key or "
+                          f"embed it first")
+    ftype = schema.field(column).type
+    if not is_vector_type(ftype):
+        raise SourceError(f"column {column!r} of {where} is {ftype}, not a list of floats")
 
 
 def list_array(vectors: np.ndarray, value_type=None):
@@ -813,6 +924,26 @@ class ParquetShards:
         if self.n_rows:  # a few rows tell the length of every vector
             self.dim = next(self._batches(limit=1, batch_rows=16))[1].shape[1]
 
+    @property
+    def offset(self) -> int:
+        """The pool row of this source's first row."""
+        return self.window[0]
+
+    def split(self, n: int) -> list["ParquetShards"]:
+        """This source as up to ``n`` sources over consecutive row ranges (itself when n <= 1)."""
+        a, b = self.window
+        n = max(1, min(int(n), b - a))
+        if n == 1:
+            return [self]
+        edges = np.linspace(a, b, n + 1).astype(int).tolist()
+        parts = []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            part = ParquetShards.__new__(ParquetShards)
+            part.__dict__.update(self.__dict__)  # same shards, column and checks; own window
+            part.window, part.n_rows, part._reading = (lo, hi), hi - lo, None
+            parts.append(part)
+        return parts
+
     def _open(self, p) -> int:
         import pyarrow.parquet as pq
 
@@ -820,14 +951,7 @@ class ParquetShards:
             pf = pq.ParquetFile(str(p))
         except Exception as exc:
             raise SourceError(f"{p} is not a readable parquet: {exc}") from None
-        names = pf.schema_arrow.names
-        if self.column not in names:
-            raise SourceError(f"{p} has no embedding column {self.column!r} (columns: "
-                              f"{', '.join(names)}); set the *_embed_column_name key or "
-                              f"embed it first")
-        ftype = pf.schema_arrow.field(self.column).type
-        if not is_vector_type(ftype):
-            raise SourceError(f"column {self.column!r} of {p} is {ftype}, not a list of floats")
+        check_vector_field(pf.schema_arrow, self.column, p)
         return pf.metadata.num_rows
 
     def _batches(self, limit: int | None = None, batch_rows: int | None = None):

@@ -191,14 +191,9 @@ def combine(emb_parquet, lightings: Sequence[str], image_ext: str, how: str = "c
 
 def _embedding_matrix(table, path: Path) -> np.ndarray:
     """The embedding column of an already read table, checked as the k-NN checks it."""
-    if "embedding" not in table.column_names:
-        raise UsageError(f"embedding parquet {path} has no embedding column 'embedding' (columns: "
-                         f"{', '.join(table.column_names)}); embed it first")
     try:
-        column = table.column("embedding")
-        if not knn.is_vector_type(column.type):
-            raise knn.SourceError(f"column 'embedding' of {path} is {column.type}, not a list of floats")
-        vec = knn.matrix_of(column.combine_chunks(), path, "embedding")
+        knn.check_vector_field(table.schema, "embedding", f"embedding parquet {path}")
+        vec = knn.matrix_of(table.column("embedding").combine_chunks(), path, "embedding")
         knn.check_finite(vec, path, "embedding")
     except knn.SourceError as exc:
         raise UsageError(str(exc)) from None

@@ -270,3 +270,40 @@ def test_matrix_of_reads_every_arrow_list_layout():
         knn.matrix_of(holed, "x", "e")
     with pytest.raises(knn.SourceError, match="different lengths"):
         knn.matrix_of(pa.array([[1.0, 2.0], [1.0]], pa.list_(pa.float32())), "x", "e")
+
+
+def test_decode_streams_follow_cores_and_targets():
+    assert knn.decode_streams(1000, 2) == 1
+    assert knn.decode_streams(1000, 16) == 5
+    assert knn.decode_streams(10, 2) == 2 and knn.decode_streams(10, 1) == 1
+    assert knn.decode_streams(10**6, 64) == 1
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_a_pool_searched_in_parts_at_once_gives_the_same_answer(tmp_path, metric):
+    # few targets and 6 "cores": the pool is split into parts searched in parallel threads
+    s, t, fps = pool(14, n_s=1300, n_t=3, d=8)
+    for a in range(0, 1300, 400):
+        write_emb(tmp_path / "sh" / f"part-{a:05d}.parquet", s[a:a + 400], fps[a:a + 400])
+    excl = np.zeros(len(s), bool)
+    excl[::7] = True
+    want = knn.brute_force(t, s[~excl], 5, metric)
+    kept = np.flatnonzero(~excl)
+    blas, seen = _blas_threads(), []
+    for workers in (1, 6):
+        src = knn.ParquetShards(tmp_path / "sh", normalize=metric == "cosine", batch_rows=30)
+        assert len(src.split(knn.decode_streams(3, workers))) == workers
+        got = knn.topk_stream(t, src, 5, metric, memory_budget=1 << 12, exclude=excl,
+                              workers=workers, progress=seen.append)
+        assert (got[0] == kept[want[0]]).all(), workers
+        np.testing.assert_allclose(got[1], want[1], rtol=0, atol=1e-6)
+    assert sum(seen) == 2 * len(s) and _blas_threads() == blas
+
+
+def test_a_failing_part_stops_the_others(tmp_path):
+    s, t, fps = pool(15, n_s=1200, n_t=2, d=8)
+    s[50, 1] = np.nan  # in the first part: the others give up at their next block
+    write_emb(tmp_path / "a.parquet", s, fps)
+    with pytest.raises(knn.SourceError, match="NaN or infinite"):
+        knn.topk_stream(t, knn.ParquetShards(tmp_path / "a.parquet", batch_rows=20), 3,
+                        "euclidean", memory_budget=1 << 12, workers=4)
