@@ -638,7 +638,11 @@ def _search_parts(tgt: np.ndarray, sources: list, k: int, metric: str, *, normal
 
     with _ONE_BLAS_THREAD, ThreadPoolExecutor(len(sources), thread_name_prefix="knn-part") as pool:
         futures = [pool.submit(one, src) for src in sources]
-        errors = [f.exception() for f in futures]
+        try:
+            errors = [f.exception() for f in futures]
+        except BaseException:  # Ctrl-C while waiting: the parts stop at their next block
+            stop.set()
+            raise
     real = [e for e in errors if e is not None and not isinstance(e, _Stopped)]
     if real:
         raise real[0]
