@@ -24,6 +24,7 @@ therefore merge into exactly what one search over the whole pool gives (:func:`m
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -363,6 +364,11 @@ def _search_block(cands: Candidates, tgt: np.ndarray, sblk: np.ndarray, glob: Ca
             _gather(cands, rr, cc, vals, bound, r0, glob)
 
 
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0))
+
+
 class _OneBlasThread:
     """Process-wide: BLAS calls single-threaded while any search holds this (counted, so
     searches running at once in threads nest; the first in sets the limit, the last out
@@ -409,9 +415,7 @@ class Workers:
     MIN_PART_WIDTH = 512  # sources: narrower parts pay more in call overhead than they balance
 
     def __init__(self, n: int | None = None) -> None:
-        import os
-
-        self.n = max(1, int(n) if n else len(os.sched_getaffinity(0)))
+        self.n = max(1, int(n) if n else cpu_count())
         self._pool = None
 
     def parts(self, nc: int) -> int:
@@ -733,7 +737,7 @@ def topk_stream(targets: np.ndarray, source, k: int, metric: str = "cosine", *,
     if n_t == 0 or kk == 0:
         source.close()
         return np.zeros((n_t, 0), np.int64), np.zeros((n_t, 0), np.float64)
-    cores = workers or len(__import__("os").sched_getaffinity(0))
+    cores = workers or cpu_count()
     split = getattr(source, "split", None)
     sources = split(decode_streams(n_t, cores)) if split is not None else [source]
     if len(sources) == 1:
@@ -1072,8 +1076,6 @@ class _ShardReads:
         self.asked = set()
 
     def __enter__(self) -> "_ShardReads":
-        import os
-
         if hasattr(os, "posix_fadvise"):
             try:
                 self.fd = os.open(self.path, os.O_RDONLY)
@@ -1082,8 +1084,6 @@ class _ShardReads:
         return self
 
     def _advise(self, g: int, advice: int) -> None:
-        import os
-
         for off, length in self.ranges[g]:
             try:
                 os.posix_fadvise(self.fd, off, length, advice)
@@ -1091,8 +1091,6 @@ class _ShardReads:
                 return
 
     def starting(self, g: int) -> None:
-        import os
-
         if self.fd is None:
             return
         at = self.groups.index(g)
@@ -1102,22 +1100,16 @@ class _ShardReads:
                 self._advise(nxt, os.POSIX_FADV_WILLNEED)
 
     def finished(self, g: int) -> None:
-        import os
-
         if self.fd is not None and self.drop_behind:
             self._advise(g, os.POSIX_FADV_DONTNEED)
 
     def __exit__(self, *exc) -> None:
-        import os
-
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
 
 
 def _larger_than_half_of_memory(paths) -> bool:
-    import os
-
     try:
         ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         return sum(os.path.getsize(p) for p in paths) > ram // 2
@@ -1129,11 +1121,7 @@ def read_matrix(path, column: str = "embedding") -> np.ndarray:
     """The whole embedding column of one parquet as a float32 (rows, dim) array, checked as
     the streamed search checks its blocks (SourceError; no rows gives a (0, 0) array)."""
     src = ParquetShards([path], column)
-    out = np.empty((src.n_rows, src.dim), np.float32)
-    row = 0
-    for _, blk in src._batches():
-        out[row:row + len(blk)] = blk
-        row += len(blk)
-    for r0 in range(0, len(out), _ROWS):
-        check_finite(out[r0:r0 + _ROWS], path, column)
-    return out
+    try:
+        return next(src.blocks([(0, src.n_rows)]))  # one block: a fresh array of its own
+    finally:
+        src.close()
