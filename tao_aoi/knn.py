@@ -55,10 +55,25 @@ def row_sq_norms(blk: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", blk, blk, dtype=np.float64)
 
 
-def _divide_by_norms(blk: np.ndarray, sq: np.ndarray, out: np.ndarray) -> None:
-    """out = blk / its row norms (sq: squared norms); all-zero rows stay zero."""
-    norms = np.sqrt(sq)
-    norms[norms == 0] = 1.0
+# float32 squared norms inside this range are free of overflow and underflow, so their
+# rounding is the only error; rows outside it are summed again in float64
+_SAFE_SQ = (1e-30, 1e30)
+
+
+def row_norms(blk: np.ndarray) -> np.ndarray:
+    """L2 norm of every row (float64 array; NaN or inf where a value is). Summed in float32,
+    a few times cheaper than in float64: a norm is then off by at most (dim/2 + 2) units
+    of float32 roundoff, which :class:`_Bound` allows for."""
+    sq = np.einsum("ij,ij->i", blk, blk).astype(np.float64)
+    odd = ~((sq >= _SAFE_SQ[0]) & (sq <= _SAFE_SQ[1]))
+    if odd.any():
+        sq[odd] = row_sq_norms(blk[odd])
+    return np.sqrt(sq)
+
+
+def _divide_by_norms(blk: np.ndarray, norms: np.ndarray, out: np.ndarray) -> None:
+    """out = blk / norms (one per row); all-zero rows stay zero."""
+    norms = np.where(norms == 0, 1.0, norms)
     np.divide(blk, norms[:, None].astype(blk.dtype), out=out)
 
 
@@ -69,7 +84,7 @@ def l2_normalize_(x: np.ndarray, block_rows: int = _ROWS) -> np.ndarray:
     """
     for r0 in range(0, x.shape[0], block_rows):
         blk = x[r0:r0 + block_rows]
-        _divide_by_norms(blk, row_sq_norms(blk), blk)
+        _divide_by_norms(blk, row_norms(blk), blk)
     return x
 
 
@@ -125,9 +140,10 @@ class _Bound:
     """Bound on |float32 score - exact score| for one tile (target rows x source block).
 
     A dot product of K float32 terms, in any summation order, is off by at most K*u*sum|t_i s_i|
-    (u = 2^-24); the +16 terms and 5% cover the normalisation, the column adjustment and the
-    float64 rounding of the final distances. cosine: unit rows, so a constant. manhattan:
-    relative to the L1 sum. euclidean: gamma * (|t| |s| + |s|^2) per pair.
+    (u = 2^-24). Unit rows normalised with float32 norms (:func:`row_norms`) have lengths
+    within (K/2 + 2)u of 1, which moves a cosine by up to (K + 4)u more; the +20 terms and 5%
+    cover those 4, the column adjustment and the float64 rounding of the final distances.
+    cosine: unit rows, so a constant. manhattan: relative to the L1 sum. euclidean: gamma * (|t| |s| + |s|^2) per pair.
     """
 
     metric: str
@@ -137,7 +153,7 @@ class _Bound:
 
     @classmethod
     def of(cls, metric: str, tgt: np.ndarray, col_adjust: np.ndarray | None) -> "_Bound":
-        gamma = (tgt.shape[1] + 16) * _U32 * 1.05
+        gamma = (2 * tgt.shape[1] + 20) * _U32 * 1.05
         if metric != "euclidean":
             return cls(metric, gamma)
         return cls(metric, gamma, np.sqrt(row_sq_norms(tgt)),
@@ -342,26 +358,40 @@ def _gather(cands: Candidates, rr: np.ndarray, cc: np.ndarray, vals: np.ndarray,
     cands.add(rows + r0, ns, ni, ne)
 
 
-def _search_block(cands: Candidates, tgt: np.ndarray, sblk: np.ndarray, glob: Callable,
-                  metric: str, col_adjust, tb: int, score_buf, mask_buf, memory_budget: int,
-                  workers: "Workers") -> None:
-    """Fold one source block into every target's candidates; ``glob`` maps block columns to
-    source indices."""
-    nc = sblk.shape[0]
-    for r0 in range(0, tgt.shape[0], tb):
-        t = tgt[r0:r0 + tb]
-        nr = t.shape[0]
-        tile = _Tile(score_buf, mask_buf, nr, nc, workers.parts(nc))
-        bound = _Bound.of(metric, t, col_adjust)
-        thr = bound.threshold(np.arange(nr), cands.floor[r0:r0 + nr])
-        # past the first blocks a row gains a few entries per block, if any
-        limit = max(1024, 4 * cands.k * nr // len(tile.cols))
-        score = partial(_score_part, tile, t=t, sblk=sblk, thr=thr, metric=metric,
-                        col_adjust=col_adjust, memory_budget=memory_budget, limit=limit)
-        found = workers.map(score, range(len(tile.cols)))
-        rr, cc, vals = _block_entries(cands, tile, found, nr, bound, r0, memory_budget)
-        if rr.size:
-            _gather(cands, rr, cc, vals, bound, r0, glob)
+@dataclass(frozen=True)
+class _Scoring:
+    """One tile (target rows r0.. x a source block) whose parts the workers are scoring."""
+
+    tile: _Tile
+    parts: list  # Futures of _score_part
+    bound: _Bound
+    r0: int
+    glob: Callable
+
+
+def _score_tile(cands: Candidates, t: np.ndarray, r0: int, sblk: np.ndarray, glob: Callable,
+                metric: str, col_adjust, score_buf, mask_buf, memory_budget: int,
+                workers: "Workers") -> _Scoring:
+    """Hand the parts of one tile to the workers; rows are compared with their floors as they
+    are now (a floor only rises, so an older one lets more entries through, never fewer)."""
+    nr, nc = t.shape[0], sblk.shape[0]
+    tile = _Tile(score_buf, mask_buf, nr, nc, workers.parts(nc))
+    bound = _Bound.of(metric, t, col_adjust)
+    thr = bound.threshold(np.arange(nr), cands.floor[r0:r0 + nr])
+    # past the first blocks a row gains a few entries per block, if any
+    limit = max(1024, 4 * cands.k * nr // len(tile.cols))
+    score = partial(_score_part, tile, t=t, sblk=sblk, thr=thr, metric=metric,
+                    col_adjust=col_adjust, memory_budget=memory_budget, limit=limit)
+    return _Scoring(tile, [workers.submit(score, p) for p in range(len(tile.cols))], bound, r0, glob)
+
+
+def _fold(cands: Candidates, job: _Scoring, memory_budget: int) -> None:
+    """Fold a scored tile into its rows' candidates (waits for its parts)."""
+    found = [f.result() for f in job.parts]
+    nr = job.tile.scores[0].shape[0]
+    rr, cc, vals = _block_entries(cands, job.tile, found, nr, job.bound, job.r0, memory_budget)
+    if rr.size:
+        _gather(cands, rr, cc, vals, job.bound, job.r0, job.glob)
 
 
 def cpu_count() -> int:
@@ -558,12 +588,27 @@ def search_part(tgt: np.ndarray, source, k: int, metric: str, *, normalized: boo
     cands = Candidates(n_t, k)
     tb, bounds = block_bounds(n_s, n_t, k, memory_budget, first_block)
     sb = max((c1 - c0 for c0, c1 in bounds), default=0)
-    score_buf, mask_buf = np.empty(tb * sb, np.float32), np.empty(tb * sb, np.bool_)
+    # two score tiles: the workers fill one while this thread folds the other
+    buffers = [(np.empty(tb * sb, np.float32), np.empty(tb * sb, np.bool_)) for _ in range(2)]
     store = _VectorStore(tgt.shape[1]) if keep_vectors else None
+    later: list[Callable[[], None]] = []  # folds of scored tiles and ends of blocks, in order
+
+    def catch_up() -> None:
+        while later:
+            later.pop(0)()
+
+    def end_block(c0: int, c1: int, blk: np.ndarray) -> None:
+        cands.compact()
+        if store is not None:
+            store.add_from_block(cands.i, c0 + offset, blk)
+        if progress is not None:
+            progress(c1 - c0)
+
     try:
         with Workers(workers) as pool:
             blocks = iter(source.blocks(bounds))
             nxt = pool.submit(next, blocks) if bounds else None
+            n_tiles = 0
             for n_done, (c0, c1) in enumerate(bounds, start=1):
                 full_blk = nxt.result()
                 if stop is not None and stop.is_set():
@@ -578,13 +623,20 @@ def search_part(tgt: np.ndarray, source, k: int, metric: str, *, normalized: boo
                     gidx, sblk = None, full_blk
                 if sblk.shape[0]:
                     glob = (lambda cols, b=c0 + offset: cols + b) if gidx is None else gidx.__getitem__
-                    _search_block(cands, tgt, sblk, glob, metric, _col_adjust(metric, normalized, sblk),
-                                  tb, score_buf, mask_buf, memory_budget, pool)
-                    cands.compact()
-                if store is not None:
-                    store.add_from_block(cands.i, c0 + offset, full_blk)
-                if progress is not None:
-                    progress(c1 - c0)
+                    adjust = _col_adjust(metric, normalized, sblk)
+                    for r0 in range(0, n_t, tb):
+                        t = tgt[r0:r0 + tb]
+                        if not np.isfinite(cands.floor[r0:r0 + tb]).all():
+                            catch_up()  # rows still without floors: seed them before scoring more
+                        job = _score_tile(cands, t, r0, sblk, glob, metric, adjust,
+                                          *buffers[n_tiles % 2], memory_budget, pool)
+                        n_tiles += 1
+                        # the previous tile is folded (and its block ended) while the workers
+                        # score this one, so they never wait for this thread between tiles
+                        catch_up()
+                        later.append(partial(_fold, cands, job, memory_budget))
+                later.append(partial(end_block, c0, c1, full_blk))
+            catch_up()
     finally:
         source.close()
     if store is None:
@@ -898,12 +950,13 @@ def matrix_of(arr, where, column: str, dim: int = 0) -> np.ndarray:
 
 
 def check_finite(blk: np.ndarray, where, column: str) -> np.ndarray:
-    """Squared row norms (float64) of a float32 block; SourceError on NaN or infinite values
-    (a float64 sum of squares of float32 values is finite iff every value is)."""
-    sq = row_sq_norms(blk)
-    if not np.isfinite(sq).all():
+    """Row norms (:func:`row_norms`) of a float32 block; SourceError on NaN or infinite values
+    (a row's norm is finite iff every value is: rows whose float32 sum overflows are summed
+    again in float64)."""
+    norms = row_norms(blk)
+    if not np.isfinite(norms).all():
         raise SourceError(f"{where}: column {column!r} holds NaN or infinite values")
-    return sq
+    return norms
 
 
 class ParquetShards:
@@ -1000,14 +1053,15 @@ class ParquetShards:
 
     def blocks(self, bounds):
         """The blocks of ``bounds`` in order, each checked (SourceError on NaN or infinite
-        values) and normalised when asked. A block is a view of one of two reused buffers
-        (no fresh pages to fault in per block): it stays valid while the next one is read,
-        not after."""
+        values) and normalised when asked. A block is a view of one of three reused buffers
+        (no fresh pages to fault in per block): it stays valid while the next two are read
+        (the search folds a block's last tile while the next is scored and the one after
+        decoded), not after."""
         bounds = list(bounds)
         it = self._batches()
         pending: np.ndarray | None = None
         ring = [np.empty((max((c1 - c0 for c0, c1 in bounds), default=0), self.dim), np.float32)
-                for _ in range(min(len(bounds), 2))]
+                for _ in range(min(len(bounds), 3))]
         self._reading = it
         for b, (c0, c1) in enumerate(bounds):
             out = ring[b % len(ring)][:c1 - c0]
@@ -1019,9 +1073,9 @@ class ParquetShards:
                 # checked, normalised and copied into the block in one pass over the batch
                 # (a batch is a few MB: it is still in cache for the second and third look)
                 part, dest = pending[:take], out[row:row + take]
-                sq = check_finite(part, where, self.column)
+                norms = check_finite(part, where, self.column)
                 if self.normalize:
-                    _divide_by_norms(part, sq, dest)
+                    _divide_by_norms(part, norms, dest)
                 else:
                     dest[...] = part
                 pending = pending[take:]

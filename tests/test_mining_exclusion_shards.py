@@ -307,3 +307,51 @@ def test_a_failing_part_stops_the_others(tmp_path):
     with pytest.raises(knn.SourceError, match="NaN or infinite"):
         knn.topk_stream(t, knn.ParquetShards(tmp_path / "a.parquet", batch_rows=20), 3,
                         "euclidean", memory_budget=1 << 12, workers=4)
+
+
+def test_row_norms_in_float32_stay_within_their_bound_and_exact_at_the_extremes():
+    rng = np.random.default_rng(16)
+    d = 768
+    x = rng.standard_normal((300, d)).astype(np.float32) * rng.uniform(1e-3, 1e3, (300, 1)).astype(np.float32)
+    exact = np.sqrt(np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64)))
+    rel = np.abs(knn.row_norms(x) - exact) / exact
+    assert rel.max() <= (d / 2 + 2) * 2.0 ** -24
+    # float32 squares overflow (1e20) or underflow (1e-25): summed again in float64
+    odd = np.stack([np.full(d, 1e20), np.full(d, 1e-25), np.zeros(d)]).astype(np.float32)
+    got = knn.check_finite(odd, "x", "e")
+    np.testing.assert_allclose(got[:2], np.sqrt(d) * np.array([1e20, 1e-25]), rtol=1e-6)
+    assert got[2] == 0
+    unit = knn.l2_normalize_(odd.copy())
+    np.testing.assert_allclose(np.linalg.norm(unit[:2].astype(np.float64), axis=1), 1, rtol=1e-6)
+    assert not unit[2].any()
+    for bad in (np.inf, np.nan):
+        odd[1, 5] = bad
+        with pytest.raises(knn.SourceError, match="NaN or infinite"):
+            knn.check_finite(odd, "x", "e")
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_near_ties_at_extreme_scales_give_the_brute_force_answer(tmp_path, metric):
+    # sources a hair apart in direction, at scales whose float32 squares overflow or
+    # underflow: the float32 norms and the widened bound still rank them exactly
+    rng = np.random.default_rng(17)
+    d = 64
+    base = rng.standard_normal(d)
+    s = base + 1e-6 * rng.standard_normal((600, d))
+    if metric == "cosine":
+        s *= np.repeat([1e-22, 1.0, 1e21], 200)[:, None]
+    s = s.astype(np.float32)
+    t = (base + 1e-5 * rng.standard_normal((4, d))).astype(np.float32)
+    want = knn.brute_force(t, s, 7, metric)
+    got = knn.topk(t, s, 7, metric, first_block=16, memory_budget=1 << 15, workers=2)
+    assert (got[0] == want[0]).all()
+    # a streamed cosine search ranks the unit rows it normalised (float32, as the action
+    # hands them over): exact against the brute force over those rows
+    write_emb(tmp_path / "p.parquet", s, [f"/p/{i}.jpg" for i in range(len(s))])
+    if metric == "cosine":
+        t, s = knn.l2_normalize_(t.copy()), knn.l2_normalize_(s.copy())
+        want = knn.brute_force(t, s, 7, metric)
+    src = knn.ParquetShards(tmp_path / "p.parquet", normalize=metric == "cosine", batch_rows=50)
+    got = knn.topk_stream(t, src, 7, metric, normalized=metric == "cosine", first_block=16,
+                          memory_budget=1 << 15, workers=2)
+    assert (got[0] == want[0]).all()
