@@ -64,7 +64,8 @@ def row_norms(blk: np.ndarray) -> np.ndarray:
     """L2 norm of every row (float64 array; NaN or inf where a value is). Summed in float32,
     a few times cheaper than in float64: a norm is then off by at most (dim/2 + 2) units
     of float32 roundoff, which :class:`_Bound` allows for."""
-    sq = np.einsum("ij,ij->i", blk, blk).astype(np.float64)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        sq = np.vecdot(blk, blk).astype(np.float64)
     odd = ~((sq >= _SAFE_SQ[0]) & (sq <= _SAFE_SQ[1]))
     if odd.any():
         sq[odd] = row_sq_norms(blk[odd])
@@ -975,7 +976,8 @@ class ParquetShards:
         self.column = column
         self.normalize = normalize
         self.batch_rows = batch_rows
-        self.shard_rows = [self._open(p) for p in self.paths]
+        self.meta = [self._open(p) for p in self.paths]  # footers, read once
+        self.shard_rows = [m.num_rows for m in self.meta]
         self.drop_behind = _larger_than_half_of_memory(self.paths)
         total = sum(self.shard_rows)
         self.window = (0, total) if rows is None else (int(rows[0]), int(rows[1]))
@@ -983,7 +985,7 @@ class ParquetShards:
         self.dim = 0
         self._reading = None
         if self.n_rows:  # a few rows tell the length of every vector
-            self.dim = next(self._batches(limit=1, batch_rows=16))[1].shape[1]
+            self.dim = next(self._batches(limit=1, batch_rows=16, hints=False))[1].shape[1]
 
     @property
     def offset(self) -> int:
@@ -1005,7 +1007,7 @@ class ParquetShards:
             parts.append(part)
         return parts
 
-    def _open(self, p) -> int:
+    def _open(self, p):
         import pyarrow.parquet as pq
 
         try:
@@ -1013,43 +1015,57 @@ class ParquetShards:
         except Exception as exc:
             raise SourceError(f"{p} is not a readable parquet: {exc}") from None
         check_vector_field(pf.schema_arrow, self.column, p)
-        return pf.metadata.num_rows
+        return pf.metadata
 
-    def _batches(self, limit: int | None = None, batch_rows: int | None = None):
-        """(path, float32 (rows, dim) array) per record batch of the window, in pool order."""
-        seen, start = 0, 0
-        a, b = self.window
-        for p, n in zip(self.paths, self.shard_rows):
-            lo, hi = max(a - start, 0), min(b - start, n)
-            start += n
-            if lo >= hi:
-                continue
-            for arr in self._shard_batches(p, lo, hi, batch_rows or self.batch_rows):
-                yield p, matrix_of(arr, p, self.column, self.dim)
-                seen += 1
-                if limit is not None and seen >= limit:
-                    return
-
-    def _shard_batches(self, p, lo: int, hi: int, batch_rows: int):
-        """The column's rows lo..hi-1 of one shard, as Arrow arrays of up to batch_rows."""
+    def _batches(self, limit: int | None = None, batch_rows: int | None = None, hints: bool = True):
+        """(path, float32 (rows, dim) array) per record batch of the window, in pool order.
+        ``hints``: read ahead from a thread of its own: a pool larger than half of memory
+        around the page cache (:class:`_DirectChunks`) where the files allow it, otherwise
+        with page-cache hints (:class:`_Readahead`)."""
         import pyarrow.parquet as pq
 
-        # pre_buffer=False + a read buffer: pages are streamed, so the transient memory
-        # is a few batches whatever the row-group size.
-        pf = pq.ParquetFile(str(p), pre_buffer=False, buffer_size=4 << 20)
-        groups, at = _row_groups(pf, lo, hi)
-        with _ShardReads(p, pf, self.column, groups, self.drop_behind) as reads:
-            for g in groups:
-                reads.starting(g)
-                for batch in pf.iter_batches(columns=[self.column], batch_size=batch_rows,
-                                             row_groups=[g], use_threads=False):
-                    arr = batch.column(0).slice(max(lo - at, 0), max(0, min(hi, at + len(batch)) - max(lo, at)))
-                    at += len(batch)
-                    if len(arr):
-                        yield arr
-                    if at >= hi:
-                        return
-                reads.finished(g)
+        plan, start = [], 0  # (path, metadata, row groups, first row of the first, lo, hi)
+        a, b = self.window
+        for p, meta, n in zip(self.paths, self.meta, self.shard_rows):
+            lo, hi = max(a - start, 0), min(b - start, n)
+            start += n
+            if lo < hi:
+                plan.append((p, meta, *_row_groups(meta, lo, hi), lo, hi))
+        ahead = None
+        if hints:
+            chunks = [(p, _column_ranges(meta, self.column, g)) for p, meta, groups, *_ in plan for g in groups]
+            ahead = (_DirectChunks.open(chunks) if self.drop_behind else None) or \
+                _Readahead(chunks, self.drop_behind)
+        seen, at_group = 0, 0
+        try:
+            for p, meta, groups, at, lo, hi in plan:
+                # pre_buffer=False + a read buffer: pages are streamed, so the transient
+                # memory is a few batches whatever the row-group size
+                pf = pq.ParquetFile(str(p), metadata=meta, pre_buffer=False, buffer_size=4 << 20)
+                for g in groups:
+                    chunk = ahead.reading(at_group) if ahead is not None else None
+                    at_group += 1
+                    reader = pf if chunk is None else pq.ParquetFile(chunk, metadata=meta, pre_buffer=False)
+                    batches = reader.iter_batches(columns=[self.column], row_groups=[g], use_threads=False,
+                                                  batch_size=batch_rows or self.batch_rows)
+                    try:
+                        for batch in batches:
+                            arr = batch.column(0)
+                            arr = arr.slice(max(lo - at, 0), max(0, min(hi, at + len(arr)) - max(lo, at)))
+                            at += len(batch)
+                            if len(arr):
+                                yield p, matrix_of(arr, p, self.column, self.dim)
+                                seen += 1
+                                if limit is not None and seen >= limit:
+                                    return
+                            if at >= hi:
+                                break
+                    finally:
+                        batches.close()  # the reader lets go of the chunk's buffer
+                        del batches, reader
+        finally:
+            if ahead is not None:
+                ahead.close(finished=at_group)
 
     def blocks(self, bounds):
         """The blocks of ``bounds`` in order, each checked (SourceError on NaN or infinite
@@ -1083,17 +1099,18 @@ class ParquetShards:
             yield out
 
     def close(self) -> None:
-        """Release the shard being read (its file and page-cache hints), if a read stopped early."""
+        """End the read in progress, if any (its readahead thread and the files it holds)."""
         if self._reading is not None:
             self._reading.close()
             self._reading = None
 
 
-def _row_groups(pf, lo: int, hi: int) -> tuple[list[int], int]:
-    """The row groups of a parquet file holding rows lo..hi-1, and the first one's first row."""
+def _row_groups(meta, lo: int, hi: int) -> tuple[list[int], int]:
+    """The row groups of a parquet (its metadata) holding rows lo..hi-1, and the first one's
+    first row."""
     groups, start, first = [], 0, None
-    for g in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(g).num_rows
+    for g in range(meta.num_row_groups):
+        n = meta.row_group(g).num_rows
         if start + n > lo and start < hi:
             groups.append(g)
             first = start if first is None else first
@@ -1101,66 +1118,247 @@ def _row_groups(pf, lo: int, hi: int) -> tuple[list[int], int]:
     return groups, (first or 0)
 
 
-class _ShardReads:
-    """Page-cache hints for streaming one column of a parquet, row group by row group
-    (posix_fadvise; no-ops where it does not exist):
+def _column_ranges(meta, column: str, g: int) -> list[tuple[int, int]]:
+    """(offset, length) of the bytes of ``column`` in row group g."""
+    spans = []
+    for i in range(meta.num_columns):
+        if meta.schema.column(i).path.split(".")[0] == column:
+            c = meta.row_group(g).column(i)
+            off = c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset
+            spans.append((off, c.total_compressed_size))
+    return spans
 
-    * WILLNEED on the next row groups' bytes, so the disk reads them while this one is decoded;
-    * with ``drop_behind``, DONTNEED on a row group's bytes once decoded. A pool larger than
+
+class _Readahead:
+    """Page-cache hints for row groups read in order, given from a thread of their own
+    (posix_fadvise; nothing where it does not exist):
+
+    * WILLNEED on the row group being read and the next ``DEPTH`` (across shards), so the
+      disk reads them while this one is decoded. The kernel queues such a read in the
+      caller, and blocks it while the disk queue is full: on a worker that would leave a
+      core idle;
+    * with ``drop_behind``, DONTNEED on a row group's bytes once read. A pool larger than
       memory cannot stay cached anyway; dropping what was read keeps the page cache from
       filling, and a full cache makes the kernel reclaim a page for every page read, which
       cost three times the CPU of the read itself here (a core's worth of time per 500 MB).
     """
 
-    DEPTH = 2  # row groups asked for ahead of the one being decoded
+    DEPTH = 2
 
-    def __init__(self, path, pf, column: str, groups: list[int], drop_behind: bool) -> None:
-        self.path, self.groups, self.drop_behind, self.fd = path, groups, drop_behind, None
-        meta = pf.metadata
-        leaves = [i for i in range(meta.num_columns)
-                  if meta.schema.column(i).path.split(".")[0] == column]
-        self.ranges = {}
-        for g in groups:
-            spans = []
-            for i in leaves:
-                c = meta.row_group(g).column(i)
-                off = c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset
-                spans.append((off, c.total_compressed_size))
-            self.ranges[g] = spans
-        self.asked = set()
+    def __init__(self, groups: list, drop_behind: bool) -> None:
+        import threading
 
-    def __enter__(self) -> "_ShardReads":
-        if hasattr(os, "posix_fadvise"):
+        self.groups, self.drop_behind = groups, drop_behind  # [(path, [(offset, length)])]
+        self._cond = threading.Condition()
+        self._reading, self._closed = 0, False
+        self._thread = None
+        if groups and hasattr(os, "posix_fadvise"):
+            self._thread = threading.Thread(target=self._run, name="knn-readahead", daemon=True)
+            self._thread.start()
+
+    def reading(self, i: int) -> None:
+        """The reader starts row group i (those before it are done)."""
+        with self._cond:
+            self._reading = i
+            self._cond.notify()
+
+    def close(self, finished: int) -> None:
+        """The reader is done (row groups before ``finished`` were read): drop what is left
+        to drop, then stop."""
+        with self._cond:
+            self._reading, self._closed = finished, True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        fds, last = {}, {}
+        for i, (path, _) in enumerate(self.groups):
+            last[path] = i
+        asked = dropped = 0
+        try:
+            while True:
+                with self._cond:
+                    while True:
+                        reading, closed = self._reading, self._closed
+                        drop = self.drop_behind and dropped < reading
+                        ask = not closed and asked < min(len(self.groups), reading + 1 + self.DEPTH)
+                        if drop or ask or closed:
+                            break
+                        self._cond.wait()
+                if ask:  # reading ahead first: the reader may be waiting for it
+                    self._advise(fds, asked, os.POSIX_FADV_WILLNEED)
+                    asked += 1
+                elif drop:
+                    self._advise(fds, dropped, os.POSIX_FADV_DONTNEED)
+                    dropped += 1
+                else:
+                    return
+                done = min(asked, dropped if self.drop_behind else reading)
+                for path in [q for q in fds if last[q] < done]:
+                    os.close(fds.pop(path))
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    def _advise(self, fds: dict, i: int, advice: int) -> None:
+        path, spans = self.groups[i]
+        try:
+            if path not in fds:
+                fds[path] = os.open(path, os.O_RDONLY)
+            for off, length in spans:
+                os.posix_fadvise(fds[path], off, length, advice)
+        except OSError:  # hints only: a file that cannot take them is read all the same
+            pass
+
+
+class _ChunkFile:
+    """One column chunk read into memory, as the file pyarrow reads it from (every read
+    falls inside the chunk: the reader is given the file's metadata, so it reads no
+    footer). Reads are views of the buffer, not copies."""
+
+    def __init__(self, size: int, start: int, view: memoryview) -> None:
+        self.size, self.start, self.view, self.pos = size, start, view, 0
+        self.closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        self.pos = pos if whence == 0 else self.pos + pos if whence == 1 else self.size + pos
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def read(self, n: int = -1) -> memoryview:
+        a = self.pos - self.start
+        n = self.size - self.pos if n is None or n < 0 else n
+        if a < 0 or a + n > len(self.view):
+            raise OSError(f"read of {n} bytes at {self.pos} outside the column chunk")
+        self.pos += n
+        return self.view[a:a + n]
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class _DirectChunks:
+    """Column chunks read in order around the page cache (O_DIRECT) by a thread of its own,
+    ``DEPTH`` ahead of the reader, into buffers reused from chunk to chunk.
+
+    For a pool larger than memory the page cache only costs: the kernel fills, copies and
+    drops every page (about a core-second per 1.3 GB here, a tenth of the search's CPU). A
+    direct read moves the bytes from the disk into the buffer pyarrow decodes from. Only
+    where the files take it (not tmpfs, for one) and a chunk fits ``MAX_CHUNK``;
+    :meth:`open` gives None otherwise, and the caller reads through the page cache.
+    """
+
+    DEPTH = 2
+    ALIGN = 4096  # O_DIRECT offsets, lengths and buffers: multiples of the block size
+    MAX_CHUNK = 256 << 20
+
+    @classmethod
+    def open(cls, groups: list) -> "_DirectChunks | None":
+        if not groups or not hasattr(os, "O_DIRECT") or not hasattr(os, "preadv"):
+            return None
+        spans = []
+        for path, ranges in groups:
+            lo = min(off for off, _ in ranges) // cls.ALIGN * cls.ALIGN
+            hi = max(off + n for off, n in ranges)
+            spans.append((str(path), lo, -(-hi // cls.ALIGN) * cls.ALIGN))
+        if max(hi - lo for _, lo, hi in spans) > cls.MAX_CHUNK:
+            return None
+        import mmap
+
+        probe = mmap.mmap(-1, cls.ALIGN)
+        try:
+            fd = os.open(spans[0][0], os.O_RDONLY | os.O_DIRECT)
             try:
-                self.fd = os.open(self.path, os.O_RDONLY)
-            except OSError:
-                self.fd = None
-        return self
+                os.preadv(fd, [probe], spans[0][1])
+            finally:
+                os.close(fd)
+        except OSError:  # no O_DIRECT here
+            return None
+        finally:
+            probe.close()
+        return cls(spans)
 
-    def _advise(self, g: int, advice: int) -> None:
-        for off, length in self.ranges[g]:
+    def __init__(self, spans: list) -> None:
+        import mmap
+        import queue
+        import threading
+
+        self.spans = spans
+        size = max(hi - lo for _, lo, hi in spans)
+        self._free = queue.Queue()
+        self._buffers = [mmap.mmap(-1, size) for _ in range(min(len(spans), self.DEPTH + 1))]
+        for buf in self._buffers:
+            self._free.put(buf)
+        self._ready = queue.Queue()
+        self._stop = threading.Event()
+        self._held = None
+        self._sizes = {}
+        self._thread = threading.Thread(target=self._run, name="knn-direct-read", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        fds = {}
+        try:
+            for path, lo, hi in self.spans:
+                buf = self._free.get()
+                if buf is None or self._stop.is_set():
+                    return
+                try:
+                    if path not in fds:
+                        for old in list(fds):
+                            os.close(fds.pop(old))
+                        fds[path] = os.open(path, os.O_RDONLY | os.O_DIRECT)
+                        self._sizes[path] = os.fstat(fds[path]).st_size
+                    n = os.preadv(fds[path], [memoryview(buf)[:hi - lo]], lo)
+                    self._ready.put((buf, n, None))
+                except OSError as exc:
+                    self._ready.put((buf, 0, exc))
+                    return
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+
+    def reading(self, i: int):
+        """Row group i's column chunk, as a file for pyarrow (the previous one is done)."""
+        import pyarrow as pa
+
+        self._give_back()
+        buf, n, exc = self._ready.get()
+        self._held = buf
+        if exc is not None:
+            raise exc
+        path, lo, _ = self.spans[i]
+        return pa.PythonFile(_ChunkFile(self._sizes[path], lo, memoryview(buf)[:n]), mode="r")
+
+    def _give_back(self) -> None:
+        if self._held is not None:
+            self._free.put(self._held)
+            self._held = None
+
+    def close(self, finished: int) -> None:
+        self._stop.set()
+        self._give_back()
+        for _ in self._buffers:  # wake the thread wherever it waits
+            self._free.put(None)
+        self._thread.join()
+        for buf in self._buffers:
             try:
-                os.posix_fadvise(self.fd, off, length, advice)
-            except OSError:
-                return
-
-    def starting(self, g: int) -> None:
-        if self.fd is None:
-            return
-        at = self.groups.index(g)
-        for nxt in self.groups[at:at + 1 + self.DEPTH]:
-            if nxt not in self.asked:
-                self.asked.add(nxt)
-                self._advise(nxt, os.POSIX_FADV_WILLNEED)
-
-    def finished(self, g: int) -> None:
-        if self.fd is not None and self.drop_behind:
-            self._advise(g, os.POSIX_FADV_DONTNEED)
-
-    def __exit__(self, *exc) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+                buf.close()
+            except BufferError:  # a view is still alive somewhere: the collector frees it
+                pass
 
 
 def _larger_than_half_of_memory(paths) -> bool:

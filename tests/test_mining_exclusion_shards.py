@@ -355,3 +355,68 @@ def test_near_ties_at_extreme_scales_give_the_brute_force_answer(tmp_path, metri
     got = knn.topk_stream(t, src, 7, metric, normalized=metric == "cosine", first_block=16,
                           memory_budget=1 << 15, workers=2)
     assert (got[0] == want[0]).all()
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_readahead_hints_every_row_group_once_across_shards_then_stops(tmp_path, monkeypatch, drop):
+    import os
+    import threading
+
+    s, t, fps = pool(18, n_s=700, n_t=3, d=8)
+    for a in range(0, 700, 250):  # shards of 250 rows, row groups of 37: 21 groups
+        write_emb(tmp_path / "sh" / f"part-{a:05d}.parquet", s[a:a + 250], fps[a:a + 250])
+    calls, real = [], os.posix_fadvise
+    monkeypatch.setattr(os, "posix_fadvise",
+                        lambda fd, off, n, advice: (calls.append((os.readlink(f"/proc/self/fd/{fd}"),
+                                                                  off, advice)), real(fd, off, n, advice)))
+    monkeypatch.setattr(knn._DirectChunks, "open", classmethod(lambda cls, groups: None))  # no O_DIRECT
+    fds, threads = _open_fds(), threading.active_count()
+    src = knn.ParquetShards(tmp_path / "sh", batch_rows=20, rows=(100, 650))  # 2 shards and a bit
+    src.drop_behind = drop
+    # one worker: one decode stream (few targets on more cores split the pool into parts)
+    got = knn.topk_stream(t, src, 3, "euclidean", memory_budget=1 << 12, workers=1)
+    assert (got[0] == knn.brute_force(t, s[100:650], 3, "euclidean")[0]).all()  # window rows
+    assert _open_fds() == fds and threading.active_count() == threads
+    wanted, start = [], 0
+    for p, meta in zip(src.paths, src.meta):
+        for g in range(meta.num_row_groups):
+            n = meta.row_group(g).num_rows
+            if start < 650 and start + n > 100:  # the row groups holding the window's rows
+                wanted += [(str(p), off) for off, _ in knn._column_ranges(meta, "embedding", g)]
+            start += n
+    assert len(wanted) == 17  # 5 + 7 + 5
+    will = [(p, off) for p, off, adv in calls if adv == os.POSIX_FADV_WILLNEED]
+    # in read order, across shards, each once (the last ones are skipped when the reader is
+    # done before the hint thread gets to them: hints only)
+    assert will and will == wanted[:len(will)]
+    dropped = [(p, off) for p, off, adv in calls if adv == os.POSIX_FADV_DONTNEED]
+    assert dropped == (wanted if drop else [])
+
+
+def test_a_pool_larger_than_memory_is_read_around_the_page_cache(tmp_path, monkeypatch):
+    import os
+    import threading
+
+    s, t, fps = pool(19, n_s=900, n_t=4, d=8)
+    for a in range(0, 900, 300):
+        write_emb(tmp_path / "sh" / f"part-{a:05d}.parquet", s[a:a + 300], fps[a:a + 300])
+    opened, real_open = [], knn._DirectChunks.open.__func__
+    monkeypatch.setattr(knn._DirectChunks, "open",
+                        classmethod(lambda cls, groups: opened.append(real_open(cls, groups)) or opened[-1]))
+    fds, threads = _open_fds(), threading.active_count()
+    want = knn.brute_force(t, s, 4, "cosine")
+    for rows, workers in (((0, 900), 1), ((0, 900), 2), ((130, 770), 1)):
+        src = knn.ParquetShards(tmp_path / "sh", normalize=True, batch_rows=16, rows=rows)
+        src.drop_behind = True
+        got = knn.topk_stream(t, src, 4, "cosine", memory_budget=1 << 12, workers=workers)
+        ref = knn.brute_force(t, s[rows[0]:rows[1]], 4, "cosine") if rows != (0, 900) else want
+        assert (got[0] == ref[0]).all(), rows
+        np.testing.assert_allclose(got[1], ref[1], rtol=0, atol=1e-6)
+    assert opened and all(isinstance(o, knn._DirectChunks) for o in opened)  # O_DIRECT on this disk
+    assert all(len(o._buffers) <= o.DEPTH + 1 for o in opened)  # buffers reused, chunk to chunk
+    assert _open_fds() == fds and threading.active_count() == threads
+    # a file system without O_DIRECT (or chunks over MAX_CHUNK): read through the page cache
+    monkeypatch.setattr(os, "O_DIRECT", 0o77777777, raising=False)
+    assert real_open(knn._DirectChunks, [(tmp_path / "sh" / "part-00000.parquet", [(4, 100)])]) is None
+    monkeypatch.setattr(knn._DirectChunks, "MAX_CHUNK", 10)
+    assert real_open(knn._DirectChunks, [(tmp_path / "sh" / "part-00000.parquet", [(4, 100)])]) is None
