@@ -979,6 +979,7 @@ class ParquetShards:
         self.meta = [self._open(p) for p in self.paths]  # footers, read once
         self.shard_rows = [m.num_rows for m in self.meta]
         self.drop_behind = _larger_than_half_of_memory(self.paths)
+        self.streams = 1
         total = sum(self.shard_rows)
         self.window = (0, total) if rows is None else (int(rows[0]), int(rows[1]))
         self.n_rows = self.window[1] - self.window[0]
@@ -1004,6 +1005,7 @@ class ParquetShards:
             part = ParquetShards.__new__(ParquetShards)
             part.__dict__.update(self.__dict__)  # same shards, column and checks; own window
             part.window, part.n_rows, part._reading = (lo, hi), hi - lo, None
+            part.streams = n  # read at once: they share the memory of direct reads
             parts.append(part)
         return parts
 
@@ -1034,7 +1036,8 @@ class ParquetShards:
         ahead = None
         if hints:
             chunks = [(p, _column_ranges(meta, self.column, g)) for p, meta, groups, *_ in plan for g in groups]
-            ahead = (_DirectChunks.open(chunks) if self.drop_behind else None) or \
+            ahead = (_DirectChunks.open(chunks, _DirectChunks.MAX_CHUNK // self.streams)
+                     if self.drop_behind else None) or \
                 _Readahead(chunks, self.drop_behind)
         seen, at_group = 0, 0
         try:
@@ -1214,12 +1217,13 @@ class _Readahead:
 
 
 class _ChunkFile:
-    """One column chunk read into memory, as the file pyarrow reads it from (every read
-    falls inside the chunk: the reader is given the file's metadata, so it reads no
-    footer). Reads are views of the buffer, not copies."""
+    """One column chunk read into memory, as the file pyarrow reads it from. The reader is
+    given the file's metadata, so it reads no footer: its reads fall inside the chunk and
+    are views of the buffer, not copies. A read outside it (a writer's odd offsets, which
+    pyarrow pads for) is served from the file itself."""
 
-    def __init__(self, size: int, start: int, view: memoryview) -> None:
-        self.size, self.start, self.view, self.pos = size, start, view, 0
+    def __init__(self, path: str, size: int, start: int, view: memoryview) -> None:
+        self.path, self.size, self.start, self.view, self.pos = path, size, start, view, 0
         self.closed = False
 
     def readable(self) -> bool:
@@ -1240,11 +1244,15 @@ class _ChunkFile:
 
     def read(self, n: int = -1) -> memoryview:
         a = self.pos - self.start
-        n = self.size - self.pos if n is None or n < 0 else n
-        if a < 0 or a + n > len(self.view):
-            raise OSError(f"read of {n} bytes at {self.pos} outside the column chunk")
-        self.pos += n
-        return self.view[a:a + n]
+        n = max(0, min(self.size - self.pos if n is None or n < 0 else n, self.size - self.pos))
+        if 0 <= a and a + n <= len(self.view):
+            out = self.view[a:a + n]
+        else:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                out = f.read(n)
+        self.pos += len(out)
+        return out
 
     def close(self) -> None:
         self.closed = True
@@ -1263,10 +1271,10 @@ class _DirectChunks:
 
     DEPTH = 2
     ALIGN = 4096  # O_DIRECT offsets, lengths and buffers: multiples of the block size
-    MAX_CHUNK = 256 << 20
+    MAX_CHUNK = 256 << 20  # of one read; the parts of a pool searched at once share it
 
     @classmethod
-    def open(cls, groups: list) -> "_DirectChunks | None":
+    def open(cls, groups: list, max_chunk: int | None = None) -> "_DirectChunks | None":
         if not groups or not hasattr(os, "O_DIRECT") or not hasattr(os, "preadv"):
             return None
         spans = []
@@ -1274,7 +1282,7 @@ class _DirectChunks:
             lo = min(off for off, _ in ranges) // cls.ALIGN * cls.ALIGN
             hi = max(off + n for off, n in ranges)
             spans.append((str(path), lo, -(-hi // cls.ALIGN) * cls.ALIGN))
-        if max(hi - lo for _, lo, hi in spans) > cls.MAX_CHUNK:
+        if max(hi - lo for _, lo, hi in spans) > (cls.MAX_CHUNK if max_chunk is None else max_chunk):
             return None
         import mmap
 
@@ -1341,7 +1349,7 @@ class _DirectChunks:
         if exc is not None:
             raise exc
         path, lo, _ = self.spans[i]
-        return pa.PythonFile(_ChunkFile(self._sizes[path], lo, memoryview(buf)[:n]), mode="r")
+        return pa.PythonFile(_ChunkFile(path, self._sizes[path], lo, memoryview(buf)[:n]), mode="r")
 
     def _give_back(self) -> None:
         if self._held is not None:

@@ -369,7 +369,7 @@ def test_readahead_hints_every_row_group_once_across_shards_then_stops(tmp_path,
     monkeypatch.setattr(os, "posix_fadvise",
                         lambda fd, off, n, advice: (calls.append((os.readlink(f"/proc/self/fd/{fd}"),
                                                                   off, advice)), real(fd, off, n, advice)))
-    monkeypatch.setattr(knn._DirectChunks, "open", classmethod(lambda cls, groups: None))  # no O_DIRECT
+    monkeypatch.setattr(knn._DirectChunks, "open", classmethod(lambda cls, groups, max_chunk=None: None))  # no O_DIRECT
     fds, threads = _open_fds(), threading.active_count()
     src = knn.ParquetShards(tmp_path / "sh", batch_rows=20, rows=(100, 650))  # 2 shards and a bit
     src.drop_behind = drop
@@ -402,7 +402,8 @@ def test_a_pool_larger_than_memory_is_read_around_the_page_cache(tmp_path, monke
         write_emb(tmp_path / "sh" / f"part-{a:05d}.parquet", s[a:a + 300], fps[a:a + 300])
     opened, real_open = [], knn._DirectChunks.open.__func__
     monkeypatch.setattr(knn._DirectChunks, "open",
-                        classmethod(lambda cls, groups: opened.append(real_open(cls, groups)) or opened[-1]))
+                        classmethod(lambda cls, groups, max_chunk=None:
+                                    opened.append(real_open(cls, groups, max_chunk)) or opened[-1]))
     fds, threads = _open_fds(), threading.active_count()
     want = knn.brute_force(t, s, 4, "cosine")
     for rows, workers in (((0, 900), 1), ((0, 900), 2), ((130, 770), 1)):
@@ -420,3 +421,30 @@ def test_a_pool_larger_than_memory_is_read_around_the_page_cache(tmp_path, monke
     assert real_open(knn._DirectChunks, [(tmp_path / "sh" / "part-00000.parquet", [(4, 100)])]) is None
     monkeypatch.setattr(knn._DirectChunks, "MAX_CHUNK", 10)
     assert real_open(knn._DirectChunks, [(tmp_path / "sh" / "part-00000.parquet", [(4, 100)])]) is None
+
+
+def test_a_chunk_file_serves_views_inside_and_the_file_outside(tmp_path):
+    data = bytes(range(256)) * 64
+    (tmp_path / "f.bin").write_bytes(data)
+    buf = bytearray(data[4096:8192])
+    f = knn._ChunkFile(str(tmp_path / "f.bin"), len(data), 4096, memoryview(buf))
+    f.seek(5000)
+    inside = f.read(100)
+    assert isinstance(inside, memoryview) and bytes(inside) == data[5000:5100] and f.tell() == 5100
+    f.seek(8150)
+    assert bytes(f.read(100)) == data[8150:8250]  # past the chunk: from the file
+    f.seek(-10, 2)
+    assert bytes(f.read()) == data[-10:] and f.read(5) == b""
+
+
+def test_parts_read_at_once_share_the_memory_of_direct_reads(tmp_path, monkeypatch):
+    s, t, fps = pool(20, n_s=800, n_t=2, d=8)
+    write_emb(tmp_path / "a.parquet", s, fps)
+    limits, real_open = [], knn._DirectChunks.open.__func__
+    monkeypatch.setattr(knn._DirectChunks, "open", classmethod(
+        lambda cls, groups, max_chunk=None: limits.append(max_chunk) or real_open(cls, groups, max_chunk)))
+    src = knn.ParquetShards(tmp_path / "a.parquet", batch_rows=16)
+    src.drop_behind = True
+    got = knn.topk_stream(t, src, 3, "euclidean", memory_budget=1 << 12, workers=4)
+    assert (got[0] == knn.brute_force(t, s, 3, "euclidean")[0]).all()
+    assert sorted(limits) == [knn._DirectChunks.MAX_CHUNK // 4] * 4  # 4 streams: a quarter each
