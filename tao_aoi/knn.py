@@ -1330,7 +1330,12 @@ class _DirectChunks:
                             os.close(fds.pop(old))
                         fds[path] = os.open(path, os.O_RDONLY | os.O_DIRECT)
                         self._sizes[path] = os.fstat(fds[path]).st_size
-                    n = os.preadv(fds[path], [memoryview(buf)[:hi - lo]], lo)
+                    n = 0
+                    while n < hi - lo:  # a read may stop short; an unaligned one is the file's end
+                        got = os.preadv(fds[path], [memoryview(buf)[n:hi - lo]], lo + n)
+                        n += got
+                        if got <= 0 or got % self.ALIGN:
+                            break
                     self._ready.put((buf, n, None))
                 except OSError as exc:
                     self._ready.put((buf, 0, exc))

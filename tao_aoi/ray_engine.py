@@ -130,6 +130,7 @@ def pieces(pool, n_cpus: int) -> list[Piece]:
 def _search_piece(tgt, piece: Piece, column: str, normalize: bool, k: int, metric: str,
                   exclude: np.ndarray | None) -> knn.Partial:
     source = knn.ParquetShards([Path(piece.path)], column, normalize=normalize, rows=piece.rows)
+    source.streams = knn.cpu_count()  # a task per CPU may read at once: they share the direct-read memory
     # one scoring thread: Ray runs one task per CPU it reserved (num_cpus=1)
     return knn.search_part(tgt, source, k, metric, normalized=normalize, exclude=exclude,
                            offset=piece.offset, workers=1)
