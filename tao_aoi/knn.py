@@ -65,7 +65,7 @@ def row_norms(blk: np.ndarray) -> np.ndarray:
     a few times cheaper than in float64: a norm is then off by at most (dim/2 + 2) units
     of float32 roundoff, which :class:`_Bound` allows for."""
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        sq = np.vecdot(blk, blk).astype(np.float64)
+        sq = np.einsum("ij,ij->i", blk, blk).astype(np.float64)
     odd = ~((sq >= _SAFE_SQ[0]) & (sq <= _SAFE_SQ[1]))
     if odd.any():
         sq[odd] = row_sq_norms(blk[odd])
@@ -637,6 +637,10 @@ def search_part(tgt: np.ndarray, source, k: int, metric: str, *, normalized: boo
                         catch_up()
                         later.append(partial(_fold, cands, job, memory_budget))
                 later.append(partial(end_block, c0, c1, full_blk))
+                if not sblk.shape[0]:
+                    # no tile to overlap with: end the earlier blocks now, before the next
+                    # decode reuses the buffer of the block two back
+                    catch_up()
             catch_up()
     finally:
         source.close()
@@ -1044,28 +1048,29 @@ class ParquetShards:
             for p, meta, groups, at, lo, hi in plan:
                 # pre_buffer=False + a read buffer: pages are streamed, so the transient
                 # memory is a few batches whatever the row-group size
-                pf = pq.ParquetFile(str(p), metadata=meta, pre_buffer=False, buffer_size=4 << 20)
-                for g in groups:
-                    chunk = ahead.reading(at_group) if ahead is not None else None
-                    at_group += 1
-                    reader = pf if chunk is None else pq.ParquetFile(chunk, metadata=meta, pre_buffer=False)
-                    batches = reader.iter_batches(columns=[self.column], row_groups=[g], use_threads=False,
-                                                  batch_size=batch_rows or self.batch_rows)
-                    try:
-                        for batch in batches:
-                            arr = batch.column(0)
-                            arr = arr.slice(max(lo - at, 0), max(0, min(hi, at + len(arr)) - max(lo, at)))
-                            at += len(batch)
-                            if len(arr):
-                                yield p, matrix_of(arr, p, self.column, self.dim)
-                                seen += 1
-                                if limit is not None and seen >= limit:
-                                    return
-                            if at >= hi:
-                                break
-                    finally:
-                        batches.close()  # the reader lets go of the chunk's buffer
-                        del batches, reader
+                with pq.ParquetFile(str(p), metadata=meta, pre_buffer=False, buffer_size=4 << 20) as pf:
+                    for g in groups:
+                        chunk = ahead.reading(at_group) if ahead is not None else None
+                        at_group += 1
+                        reader = pf if chunk is None else pq.ParquetFile(chunk, metadata=meta, pre_buffer=False)
+                        batches = reader.iter_batches(columns=[self.column], row_groups=[g], use_threads=False,
+                                                      batch_size=batch_rows or self.batch_rows)
+                        try:
+                            for batch in batches:
+                                arr = batch.column(0)
+                                arr = arr.slice(max(lo - at, 0), max(0, min(hi, at + len(arr)) - max(lo, at)))
+                                at += len(batch)
+                                if len(arr):
+                                    yield p, matrix_of(arr, p, self.column, self.dim)
+                                    seen += 1
+                                    if limit is not None and seen >= limit:
+                                        return
+                                if at >= hi:
+                                    break
+                        finally:
+                            batches.close()  # the reader lets go of the chunk's buffer
+                            del batches, reader
+                            chunk = None
         finally:
             if ahead is not None:
                 ahead.close(finished=at_group)
@@ -1121,14 +1126,33 @@ def _row_groups(meta, lo: int, hi: int) -> tuple[list[int], int]:
     return groups, (first or 0)
 
 
+def _leaf_count(arrow_type) -> int:
+    """Parquet leaf columns of an Arrow type (a list: its values'; a struct: its fields')."""
+    import pyarrow as pa
+
+    if pa.types.is_struct(arrow_type):
+        return sum(_leaf_count(arrow_type.field(i).type) for i in range(arrow_type.num_fields))
+    if pa.types.is_map(arrow_type):
+        return _leaf_count(arrow_type.key_type) + _leaf_count(arrow_type.item_type)
+    if pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type) or \
+            pa.types.is_fixed_size_list(arrow_type):
+        return _leaf_count(arrow_type.value_type)
+    return 1
+
+
 def _column_ranges(meta, column: str, g: int) -> list[tuple[int, int]]:
-    """(offset, length) of the bytes of ``column`` in row group g."""
+    """(offset, length) of the bytes of the top-level ``column`` in row group g (its leaf
+    columns follow those of the fields before it; a dotted path cannot tell "a.b" from "a")."""
+    schema = meta.schema.to_arrow_schema()
+    at = schema.get_field_index(column)
+    if at < 0:
+        return []
+    first = sum(_leaf_count(schema.field(i).type) for i in range(at))
     spans = []
-    for i in range(meta.num_columns):
-        if meta.schema.column(i).path.split(".")[0] == column:
-            c = meta.row_group(g).column(i)
-            off = c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset
-            spans.append((off, c.total_compressed_size))
+    for i in range(first, first + _leaf_count(schema.field(at).type)):
+        c = meta.row_group(g).column(i)
+        off = c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset
+        spans.append((off, c.total_compressed_size))
     return spans
 
 
@@ -1275,7 +1299,8 @@ class _DirectChunks:
 
     @classmethod
     def open(cls, groups: list, max_chunk: int | None = None) -> "_DirectChunks | None":
-        if not groups or not hasattr(os, "O_DIRECT") or not hasattr(os, "preadv"):
+        if not groups or not all(r for _, r in groups) or not hasattr(os, "O_DIRECT") or \
+                not hasattr(os, "preadv"):
             return None
         spans = []
         for path, ranges in groups:
@@ -1286,13 +1311,17 @@ class _DirectChunks:
             return None
         import mmap
 
+        first_in_folder = {}
+        for path, lo, _ in spans:  # one file per folder: shards of a pool share a file system
+            first_in_folder.setdefault(os.path.dirname(path), (path, lo))
         probe = mmap.mmap(-1, cls.ALIGN)
         try:
-            fd = os.open(spans[0][0], os.O_RDONLY | os.O_DIRECT)
-            try:
-                os.preadv(fd, [probe], spans[0][1])
-            finally:
-                os.close(fd)
+            for path, lo in first_in_folder.values():
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+                try:
+                    os.preadv(fd, [probe], lo)
+                finally:
+                    os.close(fd)
         except OSError:  # no O_DIRECT here
             return None
         finally:
@@ -1337,7 +1366,7 @@ class _DirectChunks:
                         if got <= 0 or got % self.ALIGN:
                             break
                     self._ready.put((buf, n, None))
-                except OSError as exc:
+                except BaseException as exc:  # the reader raises it (it would wait forever)
                     self._ready.put((buf, 0, exc))
                     return
         finally:

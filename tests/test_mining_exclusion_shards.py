@@ -448,3 +448,69 @@ def test_parts_read_at_once_share_the_memory_of_direct_reads(tmp_path, monkeypat
     got = knn.topk_stream(t, src, 3, "euclidean", memory_budget=1 << 12, workers=4)
     assert (got[0] == knn.brute_force(t, s, 3, "euclidean")[0]).all()
     assert sorted(limits) == [knn._DirectChunks.MAX_CHUNK // 4] * 4  # 4 streams: a quarter each
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_wholly_excluded_blocks_leave_the_other_blocks_intact(tmp_path, workers):
+    # a block with nothing left to score has no tile to overlap with: the blocks before it
+    # must be ended before the next decode reuses their buffer (a ring of three)
+    s, t, fps = pool(21, n_s=1500, n_t=3, d=8)
+    write_emb(tmp_path / "a.parquet", s, fps)
+    budget, first = 1 << 12, 16
+    _, bounds = knn.block_bounds(len(s), len(t), 4, budget, first)
+    assert len(bounds) >= 6
+    excl = np.zeros(len(s), bool)
+    for b in (1, 2, 4):
+        excl[bounds[b][0]:bounds[b][1]] = True
+    kept = np.flatnonzero(~excl)
+    for metric in ("cosine", "euclidean"):
+        want = knn.brute_force(t, s[~excl], 4, metric)
+        src = knn.ParquetShards(tmp_path / "a.parquet", normalize=metric == "cosine", batch_rows=7)
+        got = knn.topk_stream(t, src, 4, metric, memory_budget=budget, first_block=first,
+                              exclude=excl, workers=workers)
+        assert (got[0] == kept[want[0]]).all(), metric
+        np.testing.assert_allclose(got[1], want[1], rtol=0, atol=1e-6)
+
+
+def test_column_ranges_find_a_dotted_or_nested_column_by_its_own_leaves(tmp_path):
+    n = 50
+    vec = pa.array([list(np.arange(4, dtype=np.float32) + i) for i in range(n)], pa.list_(pa.float32()))
+    table = pa.table({"emb": pa.array(np.arange(n, dtype=np.int64)),
+                      "meta": pa.array([{"a": i, "b": [1.0, 2.0]} for i in range(n)]),
+                      "emb.v": vec})
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=20)
+    meta = pq.ParquetFile(tmp_path / "d.parquet").metadata
+    rg = meta.row_group(1)
+    for name, leaf in (("emb", 0), ("emb.v", 3)):
+        c = rg.column(leaf)
+        start = c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset
+        assert knn._column_ranges(meta, name, 1) == [(start, c.total_compressed_size)]
+    assert len(knn._column_ranges(meta, "meta", 1)) == 2 and knn._column_ranges(meta, "nope", 1) == []
+    src = knn.ParquetShards(tmp_path / "d.parquet", "emb.v", batch_rows=8)
+    src.drop_behind = True  # direct reads of the right leaf
+    got = next(src.blocks([(0, n)]))
+    src.close()
+    assert (got == np.arange(4, dtype=np.float32) + np.arange(n)[:, None]).all()
+
+
+def test_a_failing_direct_read_raises_in_the_search_instead_of_hanging(tmp_path, monkeypatch):
+    import os
+    import threading
+
+    s, t, fps = pool(22, n_s=300, n_t=2, d=8)
+    write_emb(tmp_path / "a.parquet", s, fps)
+    calls, real = [], os.preadv
+
+    def preadv(fd, bufs, off):  # the probe passes, the reader thread's reads fail
+        calls.append(off)
+        if len(calls) > 1:
+            raise ValueError("simulated read failure")
+        return real(fd, bufs, off)
+
+    monkeypatch.setattr(os, "preadv", preadv)
+    threads, fds = threading.active_count(), _open_fds()
+    src = knn.ParquetShards(tmp_path / "a.parquet", batch_rows=16)
+    src.drop_behind = True
+    with pytest.raises(ValueError, match="simulated read failure"):
+        knn.topk_stream(t, src, 3, "euclidean", memory_budget=1 << 12, workers=1)
+    assert threading.active_count() == threads and _open_fds() == fds
