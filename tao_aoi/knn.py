@@ -480,12 +480,6 @@ class Workers:
             done.set_exception(exc)
         return done
 
-    def map(self, fn: Callable, items) -> list:
-        items = list(items)
-        if self._pool is None or len(items) == 1:
-            return [fn(x) for x in items]
-        return list(self._pool.map(fn, items))
-
 
 # ----------------------------------------------------------------------------- whole searches
 
@@ -778,8 +772,8 @@ def topk_stream(targets: np.ndarray, source, k: int, metric: str = "cosine", *,
     """:func:`topk` over a block source: ``source.n_rows``, ``source.dim`` and
     ``source.blocks(bounds)`` yielding one float32 (c1 - c0, dim) array per (c0, c1) of
     :func:`block_bounds` (e.g. :class:`ParquetShards`; the next block is read while this one
-    is searched). Peak memory: two blocks + the score scratch + the candidates,
-    whatever the pool size; the result is identical to :func:`topk` on the whole matrix.
+    is searched). Peak memory: three blocks + two score tiles + the candidates (+ the
+    source's read buffers), whatever the pool size; the result is identical to :func:`topk` on the whole matrix.
     A source with ``split(n)`` (ParquetShards) is searched as :func:`decode_streams` parts at
     once when one decode stream cannot keep the cores busy (many cores, few targets).
     """
@@ -1039,7 +1033,8 @@ class ParquetShards:
                 plan.append((p, meta, *_row_groups(meta, lo, hi), lo, hi))
         ahead = None
         if hints:
-            chunks = [(p, _column_ranges(meta, self.column, g)) for p, meta, groups, *_ in plan for g in groups]
+            chunks = [(p, spans) for p, meta, groups, *_ in plan
+                      for spans in _column_ranges(meta, self.column, groups)]
             ahead = (_DirectChunks.open(chunks, _DirectChunks.MAX_CHUNK // self.streams)
                      if self.drop_behind else None) or \
                 _Readahead(chunks, self.drop_behind)
@@ -1140,20 +1135,29 @@ def _leaf_count(arrow_type) -> int:
     return 1
 
 
-def _column_ranges(meta, column: str, g: int) -> list[tuple[int, int]]:
-    """(offset, length) of the bytes of the top-level ``column`` in row group g (its leaf
-    columns follow those of the fields before it; a dotted path cannot tell "a.b" from "a")."""
+def _column_ranges(meta, column: str, groups: list[int]) -> list[list[tuple[int, int]]]:
+    """Per row group of ``groups``: (offset, length) of the bytes of the top-level ``column``
+    (its leaf columns follow those of the fields before it; a dotted path cannot tell "a.b"
+    from "a")."""
     schema = meta.schema.to_arrow_schema()
     at = schema.get_field_index(column)
     if at < 0:
-        return []
+        return [[] for _ in groups]
     first = sum(_leaf_count(schema.field(i).type) for i in range(at))
-    spans = []
-    for i in range(first, first + _leaf_count(schema.field(at).type)):
-        c = meta.row_group(g).column(i)
-        off = c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset
-        spans.append((off, c.total_compressed_size))
-    return spans
+    leaves = range(first, first + _leaf_count(schema.field(at).type))
+    out = []
+    for g in groups:
+        spans = []
+        for i in leaves:
+            c = meta.row_group(g).column(i)
+            off = c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset
+            spans.append((off, c.total_compressed_size))
+        out.append(spans)
+    return out
+
+
+# row groups read ahead of the one being decoded (hints or direct reads)
+_READ_AHEAD = 2
 
 
 class _Readahead:
@@ -1170,7 +1174,7 @@ class _Readahead:
       cost three times the CPU of the read itself here (a core's worth of time per 500 MB).
     """
 
-    DEPTH = 2
+    DEPTH = _READ_AHEAD
 
     def __init__(self, groups: list, drop_behind: bool) -> None:
         import threading
@@ -1293,7 +1297,7 @@ class _DirectChunks:
     :meth:`open` gives None otherwise, and the caller reads through the page cache.
     """
 
-    DEPTH = 2
+    DEPTH = _READ_AHEAD
     ALIGN = 4096  # O_DIRECT offsets, lengths and buffers: multiples of the block size
     MAX_CHUNK = 256 << 20  # of one read; the parts of a pool searched at once share it
 

@@ -382,7 +382,7 @@ def test_readahead_hints_every_row_group_once_across_shards_then_stops(tmp_path,
         for g in range(meta.num_row_groups):
             n = meta.row_group(g).num_rows
             if start < 650 and start + n > 100:  # the row groups holding the window's rows
-                wanted += [(str(p), off) for off, _ in knn._column_ranges(meta, "embedding", g)]
+                wanted += [(str(p), off) for off, _ in knn._column_ranges(meta, "embedding", [g])[0]]
             start += n
     assert len(wanted) == 17  # 5 + 7 + 5
     will = [(p, off) for p, off, adv in calls if adv == os.POSIX_FADV_WILLNEED]
@@ -484,8 +484,8 @@ def test_column_ranges_find_a_dotted_or_nested_column_by_its_own_leaves(tmp_path
     for name, leaf in (("emb", 0), ("emb.v", 3)):
         c = rg.column(leaf)
         start = c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset
-        assert knn._column_ranges(meta, name, 1) == [(start, c.total_compressed_size)]
-    assert len(knn._column_ranges(meta, "meta", 1)) == 2 and knn._column_ranges(meta, "nope", 1) == []
+        assert knn._column_ranges(meta, name, [1]) == [[(start, c.total_compressed_size)]]
+    assert len(knn._column_ranges(meta, "meta", [1])[0]) == 2 and knn._column_ranges(meta, "nope", [1]) == [[]]
     src = knn.ParquetShards(tmp_path / "d.parquet", "emb.v", batch_rows=8)
     src.drop_behind = True  # direct reads of the right leaf
     got = next(src.blocks([(0, n)]))
