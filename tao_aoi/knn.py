@@ -34,9 +34,12 @@ import numpy as np
 # cuML names; "l2" is an alias cuML also accepts for euclidean.
 METRICS = {"cosine": "cosine", "euclidean": "euclidean", "l2": "euclidean", "manhattan": "manhattan"}
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes of scratch for one block of scores
-# Scratch bytes per score element: float32 score + bool mask + a float32 partition copy on the
-# rows that need a full selection (+ headroom).
+# Scratch bytes per score element: two tiles (one scored while the other is folded) of float32
+# scores, bool masks and float32 copies of 1/_SPARSE rows (11), a float32 partition copy on
+# the rows that need a full selection, and headroom.
 _BYTES_PER_ELEMENT = 20
+# A part's entries are found row by row when at most 1/_SPARSE of its rows have any.
+_SPARSE = 8
 _PAD_INDEX = np.iinfo(np.int64).max
 _FIRST_BLOCK = 4096
 _U32 = 2.0 ** -24  # float32 unit roundoff
@@ -260,17 +263,29 @@ def _block_scores(out: np.ndarray, tgt: np.ndarray, sblk: np.ndarray, metric: st
 class _Tile:
     """The scores of target rows x one source block, as column parts that workers fill at the
     same time: part p holds the columns ``cols[p]`` (a C-contiguous (rows, width) array, so a
-    part's matmul, compare and ``flatnonzero`` each run as one pass over memory)."""
+    part's matmul, compare and ``flatnonzero`` each run as one pass over memory), its mask,
+    and room for a copy of 1/_SPARSE of its rows. Views of reused buffers: no fresh pages to
+    fault in per part."""
 
-    def __init__(self, score_buf: np.ndarray, mask_buf: np.ndarray, nr: int, nc: int, n_parts: int) -> None:
+    def __init__(self, bufs: tuple[np.ndarray, np.ndarray, np.ndarray], nr: int, nc: int,
+                 n_parts: int) -> None:
+        score_buf, mask_buf, row_buf = bufs
         edges = np.linspace(0, nc, max(1, min(n_parts, nc)) + 1).astype(int).tolist()
         self.cols = list(zip(edges[:-1], edges[1:]))
-        self.scores, self.masks = [], []
+        self.scores, self.masks, self.row_copies = [], [], []
+        few = nr // _SPARSE
         for c0, c1 in self.cols:
             a, b = nr * c0, nr * c1  # part p's slice of the flat buffers
             self.scores.append(score_buf[a:b].reshape(nr, c1 - c0))
             self.masks.append(mask_buf[a:b].reshape(nr, c1 - c0))
+            self.row_copies.append(row_buf[few * c0:few * c1].reshape(few, c1 - c0))
         self.nc = nc
+
+    @staticmethod
+    def buffers(nr: int, nc: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The flat buffers of a tile of up to nr x nc scores."""
+        return (np.empty(nr * nc, np.float32), np.empty(nr * nc, np.bool_),
+                np.empty(nr // _SPARSE * nc, np.float32))
 
     def row_scores(self, rows: np.ndarray) -> np.ndarray:
         """A copy of the whole-block scores of ``rows`` (source columns in order)."""
@@ -290,17 +305,28 @@ class _Tile:
 
 def _score_part(tile: _Tile, p: int, t: np.ndarray, sblk: np.ndarray, thr: np.ndarray, metric: str,
                 col_adjust: np.ndarray | None, memory_budget: int, limit: int):
-    """One worker's share of a block: part p's scores and candidate mask (numpy and BLAS
-    release the GIL). Returns its entries, or None when it has more than ``limit`` (the rows'
-    floors are still low; the caller then selects row by row)."""
+    """One worker's share of a block: part p's scores, then its (row, column, score) entries
+    that reach their row's threshold (numpy and BLAS release the GIL). Returns None instead
+    when it has more than ``limit`` of them (the rows' floors are still low): its mask is
+    then filled and the caller selects row by row."""
     c0, c1 = tile.cols[p]
     sc, m = tile.scores[p], tile.masks[p]
     _block_scores(sc, t, sblk[c0:c1], metric, None if col_adjust is None else col_adjust[c0:c1],
                   memory_budget)
-    np.greater_equal(sc, thr[:, None], out=m)
-    if np.count_nonzero(m) > limit:
+    # past the first blocks few rows gain an entry: a row's maximum (one read-only pass)
+    # picks them, and only they are compared entry by entry
+    rows = np.flatnonzero(sc.max(axis=1) >= thr)
+    if rows.size > sc.shape[0] // _SPARSE:
+        np.greater_equal(sc, thr[:, None], out=m)
+        return None if np.count_nonzero(m) > limit else tile.entries(p)
+    sub = np.take(sc, rows, axis=0, out=tile.row_copies[p][:rows.size])
+    hit = np.greater_equal(sub, thr[rows, None], out=m[:rows.size])
+    flat = np.flatnonzero(hit)
+    if flat.size > limit:
+        np.greater_equal(sc, thr[:, None], out=m)
         return None
-    return tile.entries(p)
+    w = sub.shape[1]
+    return rows[flat // w], flat % w + c0, sub.reshape(-1)[flat]
 
 
 def _heavy_entries(cands: Candidates, tile: _Tile, rows: np.ndarray, bound: _Bound, r0: int,
@@ -323,18 +349,20 @@ def _heavy_entries(cands: Candidates, tile: _Tile, rows: np.ndarray, bound: _Bou
 
 def _block_entries(cands: Candidates, tile: _Tile, found: list, nr: int, bound: _Bound, r0: int,
                    memory_budget: int) -> tuple[np.ndarray, ...]:
-    """Every (row, column, score) of the block that can still make its row's k best."""
-    if all(f is not None for f in found):
-        rr = np.concatenate([f[0] for f in found])
-        counts = np.bincount(rr, minlength=nr)
-    else:
-        counts = sum(np.count_nonzero(m, axis=1) for m in tile.masks)
+    """Every (row, column, score) of the block that can still make its row's k best.
+    ``found``: per part, its entries, or None where its mask holds them."""
+    counts = sum(np.count_nonzero(tile.masks[p], axis=1) if f is None else np.bincount(f[0], minlength=nr)
+                 for p, f in enumerate(found))
     heavy = np.flatnonzero(counts > cands.k) if tile.nc > cands.k else np.zeros(0, np.int64)
-    light = np.flatnonzero((counts > 0) & (counts <= cands.k)) if heavy.size else None
+    # with heavy rows, the others' entries come from the parts and a heavy row's from
+    # _heavy_entries
+    light = (counts > 0) & (counts <= cands.k) if heavy.size else counts > 0
     parts = []
     for p, f in enumerate(found):
-        if f is None or light is not None:  # a heavy row's entries come from _heavy_entries
-            f = tile.entries(p, np.flatnonzero(counts > 0) if light is None else light)
+        if f is None:
+            f = tile.entries(p, np.flatnonzero(light))
+        elif heavy.size:
+            f = tuple(x[light[f[0]]] for x in f)
         parts.append(f)
     if heavy.size:
         parts.append(_heavy_entries(cands, tile, heavy, bound, r0, memory_budget))
@@ -371,12 +399,12 @@ class _Scoring:
 
 
 def _score_tile(cands: Candidates, t: np.ndarray, r0: int, sblk: np.ndarray, glob: Callable,
-                metric: str, col_adjust, score_buf, mask_buf, memory_budget: int,
+                metric: str, col_adjust, bufs: tuple, memory_budget: int,
                 workers: "Workers") -> _Scoring:
     """Hand the parts of one tile to the workers; rows are compared with their floors as they
     are now (a floor only rises, so an older one lets more entries through, never fewer)."""
     nr, nc = t.shape[0], sblk.shape[0]
-    tile = _Tile(score_buf, mask_buf, nr, nc, workers.parts(nc))
+    tile = _Tile(bufs, nr, nc, workers.parts(nc))
     bound = _Bound.of(metric, t, col_adjust)
     thr = bound.threshold(np.arange(nr), cands.floor[r0:r0 + nr])
     # past the first blocks a row gains a few entries per block, if any
@@ -584,7 +612,7 @@ def search_part(tgt: np.ndarray, source, k: int, metric: str, *, normalized: boo
     tb, bounds = block_bounds(n_s, n_t, k, memory_budget, first_block)
     sb = max((c1 - c0 for c0, c1 in bounds), default=0)
     # two score tiles: the workers fill one while this thread folds the other
-    buffers = [(np.empty(tb * sb, np.float32), np.empty(tb * sb, np.bool_)) for _ in range(2)]
+    buffers = [_Tile.buffers(tb, sb) for _ in range(2)]
     store = _VectorStore(tgt.shape[1]) if keep_vectors else None
     later: list[Callable[[], None]] = []  # folds of scored tiles and ends of blocks, in order
 
@@ -624,7 +652,7 @@ def search_part(tgt: np.ndarray, source, k: int, metric: str, *, normalized: boo
                         if not np.isfinite(cands.floor[r0:r0 + tb]).all():
                             catch_up()  # rows still without floors: seed them before scoring more
                         job = _score_tile(cands, t, r0, sblk, glob, metric, adjust,
-                                          *buffers[n_tiles % 2], memory_budget, pool)
+                                          buffers[n_tiles % 2], memory_budget, pool)
                         n_tiles += 1
                         # the previous tile is folded (and its block ended) while the workers
                         # score this one, so they never wait for this thread between tiles

@@ -217,6 +217,33 @@ def test_any_worker_count_gives_the_brute_force_answer(metric, order, monkeypatc
             np.testing.assert_allclose(got_d, want_d, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "manhattan"])
+def test_a_block_whose_parts_select_differently_gives_the_brute_force_answer(metric, monkeypatch):
+    # half of the targets lie along one direction, and a run of sources along it sits mid
+    # pool: the part holding that run overflows its entry limit (its mask is used, its rows
+    # are heavy) while the block's other parts hand over their few entries
+    monkeypatch.setattr(knn.Workers, "MIN_PART_WIDTH", 8)
+    rng = np.random.default_rng(23)
+    d, u = 16, np.eye(16, dtype=np.float32)[0] * 3
+    t = rng.standard_normal((64, d)).astype(np.float32)
+    t[:32] = u + 0.05 * rng.standard_normal((32, d))
+    s = rng.standard_normal((3000, d)).astype(np.float32)
+    s[1500:1700] = u + 0.05 * rng.standard_normal((200, d))
+    kinds = []
+    block_entries = knn._block_entries
+
+    def spy(cands, tile, found, *args):
+        kinds.append({f is None for f in found})
+        return block_entries(cands, tile, found, *args)
+
+    monkeypatch.setattr(knn, "_block_entries", spy)
+    want_i, want_d = knn.brute_force(t, s, 5, metric)
+    got_i, got_d = knn.topk(t, s, 5, metric, first_block=16, memory_budget=1 << 19, workers=3)
+    assert {True, False} in kinds
+    assert (got_i == want_i).all()
+    np.testing.assert_allclose(got_d, want_d, rtol=1e-12, atol=1e-12)
+
+
 def test_streamed_workers_and_drop_behind_do_not_change_the_answer(tmp_path):
     s, t, fps = pool(12, n_s=900, n_t=5, d=8)
     for a in range(0, 900, 300):
