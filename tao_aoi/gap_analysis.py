@@ -176,8 +176,13 @@ def top_k_rows(weak: np.ndarray, group_codes: np.ndarray, k: int) -> np.ndarray:
     weak = np.asarray(weak, dtype=np.float64)
     group_codes = np.asarray(group_codes)
     kept = []
-    for g in np.flatnonzero(np.bincount(group_codes)) if group_codes.size else []:
-        rows = np.flatnonzero(group_codes == g)
+    # each group's rows in their original order, from one stable (radix) sort of the codes
+    by_group = np.argsort(group_codes, kind="stable")
+    ends = np.cumsum(np.bincount(group_codes)) if group_codes.size else np.zeros(0, np.int64)
+    for a, b in zip(np.concatenate([[0], ends[:-1]]), ends):
+        if a == b:
+            continue
+        rows = by_group[a:b]
         if rows.size > k:
             w = weak[rows]
             kth = np.partition(w, rows.size - k)[rows.size - k]

@@ -926,17 +926,25 @@ def check_vector_field(schema, column: str, where) -> None:
         raise SourceError(f"column {column!r} of {where} is {ftype}, not a list of floats")
 
 
-def list_array(vectors: np.ndarray, value_type=None):
+def list_array(vectors: np.ndarray, value_type=None, present=None):
     """An Arrow list column from a (rows, dim) array, one list per row, without a Python object
-    per element. ``value_type``: the list's value type (default: the array's)."""
+    per element. ``value_type``: the list's value type (default: the array's). ``present``: a
+    bool per list; the lists without one (False) are nulls and ``vectors`` holds only the
+    others, in order."""
     import pyarrow as pa
 
     rows, dim = vectors.shape
-    offsets = pa.array(np.arange(0, (rows + 1) * dim, dim, dtype=np.int32))
     values = np.ascontiguousarray(vectors).reshape(-1)
     if value_type is not None:
         values = values.astype(value_type.to_pandas_dtype(), copy=False)
-    return pa.ListArray.from_arrays(offsets, pa.array(values))
+    if present is None:
+        return pa.ListArray.from_arrays(pa.array(np.arange(0, (rows + 1) * dim, dim, dtype=np.int32)),
+                                        pa.array(values))
+    present = np.asarray(present, bool)
+    if int(present.sum()) != rows:
+        raise ValueError(f"{rows} vectors for {int(present.sum())} present lists")
+    offsets = np.concatenate([[0], np.cumsum(present * dim)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), mask=pa.array(~present))
 
 
 def matrix_of(arr, where, column: str, dim: int = 0) -> np.ndarray:

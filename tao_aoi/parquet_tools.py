@@ -37,34 +37,39 @@ def read_lightings(train_config: str | os.PathLike) -> tuple[list[str], str]:
 
 
 # --------------------------------------------------------------------------- loading
-def _load_parquet(path: str | os.PathLike, read, columns_of, required: Iterable[str]):
+def _load_parquet(path: str | os.PathLike, read, columns_of, required: Iterable[str], what: str):
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"parquet not found: {path}")
+        raise UsageError(f"{what} not found: {path}")
+    named = "" if what == "parquet" else f"{what} "
     try:
         data = read(path)
     except Exception as exc:  # pyarrow raises many types for a non-parquet file
-        raise UsageError(f"cannot read {path} as parquet: {type(exc).__name__}: "
+        raise UsageError(f"cannot read {named}{path} as parquet: {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     missing = [c for c in required if c not in columns_of(data)]
     if missing:
-        raise UsageError(f"{path.name} lacks required column(s): {', '.join(missing)}")
+        raise UsageError(f"{named}{path.name} lacks required column(s): {column_list(missing)} "
+                         f"(has: {column_list(columns_of(data))})")
     return data
 
 
-def read_table(path: str | os.PathLike, required: Iterable[str] = ()):
-    """A parquet as an Arrow table; UsageError (one line, no cell quoted) when it is missing,
-    not a parquet, or lacks a ``required`` column."""
+def read_table(path: str | os.PathLike, required: Iterable[str] = (), *, what: str = "parquet",
+               columns: list[str] | None = None):
+    """A parquet as an Arrow table (only ``columns``, when given); UsageError (one line, no
+    cell quoted, ``what`` names the file) when it is missing, not a parquet, or lacks a
+    ``required`` column."""
     import pyarrow.parquet as pq
 
-    return _load_parquet(path, pq.read_table, lambda t: t.column_names, required)
+    return _load_parquet(path, lambda p: pq.read_table(p, columns=columns), lambda t: t.column_names,
+                         required, what)
 
 
-def read_parquet(path: str | os.PathLike, required: Iterable[str] = ()):
+def read_parquet(path: str | os.PathLike, required: Iterable[str] = (), *, what: str = "parquet"):
     """:func:`read_table` as a pandas DataFrame (pandas' own parquet reader and dtypes)."""
     import pandas as pd
 
-    return _load_parquet(path, pd.read_parquet, lambda df: df.columns, required)
+    return _load_parquet(path, pd.read_parquet, lambda df: df.columns, required, what)
 
 
 def csv_header(path: str | os.PathLike, what: str = "CSV") -> list[str]:

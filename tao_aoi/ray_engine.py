@@ -49,6 +49,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 MIN_ROWS_PER_TASK = 65536
 TASKS_PER_CPU = 2
 BLOCKS_PER_ACTOR = 4
+# chunks an actor encodes at a call: it decodes the next while one is encoded; its output
+# (CHUNKS_PER_CALL x batch_size vectors) is what Ray Data moves at once
+CHUNKS_PER_CALL = 4
 
 
 def require():
@@ -206,35 +209,38 @@ def actor_shape(ray, model: str, device: str) -> ActorShape:
 
 
 class EncodeChunks:
-    """A Ray Data actor: loads the encoder once, then encodes chunks of image paths (one
-    chunk = one local-engine batch) into (row, embedding, reason) rows."""
+    """A Ray Data actor: loads the encoder once, then encodes a few chunks of image paths at a
+    call (one chunk = one local-engine batch, so the batches are the local engine's) into
+    (row, embedding, reason) rows, decoding the next chunk while one is encoded."""
 
-    def __init__(self, model: str, model_path, model_config_path, device: str, num_workers: int) -> None:
+    def __init__(self, model: str, model_path, model_config_path, device: str, num_workers: int,
+                 batch_size: int) -> None:
         from tao_aoi.encoders import load_encoder
 
         self.encoder = load_encoder(model, model_path, model_config_path, device)
         self.num_workers = num_workers
+        self.batch_size = batch_size
 
     def __call__(self, batch):
         import pyarrow as pa
 
         from tao_aoi.data_services.image_embeddings import decoded_batches, encode_decoded
 
-        rows, vecs, reasons = [], [], []
-        for positions, paths in zip(batch.column("rows").to_pylist(), batch.column("paths").to_pylist()):
-            for _, results in decoded_batches(paths, self.encoder, len(paths), self.num_workers):
-                ok, v, bad = encode_decoded(self.encoder, results)
-                rows += [positions[i] for i in ok] + [positions[i] for i, _ in bad]
-                vecs += list(v) + [None] * len(bad)
-                reasons += [None] * len(ok) + [why for _, why in bad]
-        dim = next((len(v) for v in vecs if v is not None), 0)
-        flat = np.concatenate([v for v in vecs if v is not None]) if dim else np.zeros(0, np.float32)
-        lengths = np.array([0 if v is None else dim for v in vecs], np.int32)
-        offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
-        emb = pa.ListArray.from_arrays(offsets, pa.array(flat, pa.float32()),
-                                       mask=pa.array([v is None for v in vecs]))
-        return pa.table({"row": pa.array(rows, pa.int64()), "embedding": emb,
-                         "reason": pa.array(reasons, pa.string())})
+        # every chunk but the pool's last holds batch_size paths: batches fall on chunks
+        positions = [r for chunk in batch.column("rows").to_pylist() for r in chunk]
+        paths = [p for chunk in batch.column("paths").to_pylist() for p in chunk]
+        good, vecs, bad, reasons = [], [], [], []
+        for b0, results in decoded_batches(paths, self.encoder, self.batch_size, self.num_workers):
+            ok, v, failed = encode_decoded(self.encoder, results)
+            good += [positions[b0 + i] for i in ok]
+            if ok:
+                vecs.append(np.asarray(v, np.float32))
+            bad += [positions[b0 + i] for i, _ in failed]
+            reasons += [why for _, why in failed]
+        vectors = np.concatenate(vecs) if vecs else np.zeros((0, 0), np.float32)
+        emb = knn.list_array(vectors, pa.float32(), present=[True] * len(good) + [False] * len(bad))
+        return pa.table({"row": pa.array(good + bad, pa.int64()), "embedding": emb,
+                         "reason": pa.array([None] * len(good) + reasons, pa.string())})
 
 
 def _plan(paths: list, batch_size: int, blocks: int) -> list:
@@ -269,11 +275,11 @@ def embed(ray, shape: ActorShape, paths: list, cfg, work: Path):
         ray.data.DataContext.get_current().enable_progress_bars = False
     try:
         ds = ray.data.from_arrow(tables).map_batches(
-            EncodeChunks, batch_size=1, batch_format="pyarrow",
+            EncodeChunks, batch_size=CHUNKS_PER_CALL, batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=actors),
             fn_constructor_kwargs=dict(model=cfg.model, model_path=cfg.model_path,
                                        model_config_path=cfg.model_config_path, device=shape.device,
-                                       num_workers=cfg.num_workers),
+                                       num_workers=cfg.num_workers, batch_size=cfg.batch_size),
             num_cpus=1, num_gpus=shape.gpus_per_actor)
         # the writers take no CPU: the actors hold them all, and a writer only moves bytes
         ds.write_parquet(str(shard_dir), ray_remote_args={"num_cpus": 0})

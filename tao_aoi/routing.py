@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from tao_aoi import atomic
+from tao_aoi import atomic, parquet_tools
 from tao_aoi.cli import OneLineParser, UsageError
 from tao_aoi.contract import MARK_DROPPED_LABELS, ROUTING_ARTIFACTS
 from tao_aoi.labels import normalize_label
@@ -63,23 +63,18 @@ def _columns_of(path: Path) -> list[str]:
 def read_table(path: Path, what: str, columns: list[str] | None = None):
     """Read a parquet or CSV file as an Arrow table; UsageError on anything unreadable."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    if not path.is_file():
-        raise UsageError(f"{what} not found: {path}")
     suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return parquet_tools.read_table(path, what=what, columns=columns)
+    if suffix != ".csv":
+        raise UsageError(f"{what} must be a .parquet or .csv file, got {path.name}")
+    # labels stay text ("007" is not 7); only the needed columns when asked
+    df = read_csv(path, what, dtype={"label": str}, usecols=columns)
     try:
-        if suffix == ".csv":
-            # labels stay text ("007" is not 7); only the needed columns when asked
-            df = read_csv(path, what, dtype={"label": str}, usecols=columns)
-            return pa.Table.from_pandas(df, preserve_index=False)
-        if suffix in (".parquet", ".pq"):
-            return pq.read_table(path, columns=columns)
-    except UsageError:
-        raise
-    except Exception as exc:
-        raise UsageError(f"cannot read {what} {path}: {exc}") from exc
-    raise UsageError(f"{what} must be a .parquet or .csv file, got {path.name}")
+        return pa.Table.from_pandas(df, preserve_index=False)
+    except (pa.ArrowException, ValueError, TypeError) as exc:  # a column of mixed types
+        raise UsageError(f"cannot read {what} {path}: {type(exc).__name__}") from None
 
 
 @dataclass

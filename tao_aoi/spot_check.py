@@ -49,6 +49,7 @@ from tao_aoi import atomic
 from tao_aoi.cli import OneLineParser, UsageError
 from tao_aoi import contract as rr
 from tao_aoi.labels import is_pass_label, normalize_label
+from tao_aoi.paths import PathEscape, resolve_within
 from tao_aoi.parquet_tools import (dedupe_first_lighting, lighting_of, read_lightings,
                                    read_parquet, save_png, square_thumbnail)
 
@@ -356,15 +357,15 @@ def render_sheet(samples: list[dict], panels: list, layout: tuple, golden: bool,
 def check_output_dirs(results_dir: str | os.PathLike) -> None:
     """Refuse an rca_images (or rca_images/samples) that resolves outside the results folder."""
     results = Path(results_dir)
-    real = results.resolve()
     for rel in (rr.RCA_IMAGES_DIR, f"{rr.RCA_IMAGES_DIR}/{PANELS_DIR}"):
         p = results / rel
         if not (p.is_symlink() or p.exists()):
             continue
-        target = p.resolve()
-        if target != real and real not in target.parents:
-            raise UsageError(f"{p} leads to {target}, outside the results folder {real}: "
-                             "refusing to write there; remove the link and rerun")
+        try:
+            target = resolve_within(p, results, "output folder")
+        except PathEscape as exc:
+            raise UsageError(f"{exc} (outside the results folder): refusing to write there; "
+                             "remove the link and rerun") from None
         if not target.is_dir():
             raise UsageError(f"{p} exists and is not a folder")
 

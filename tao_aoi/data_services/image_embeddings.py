@@ -59,6 +59,7 @@ import numpy as np
 from tao_aoi import atomic, knn, specs
 from tao_aoi.cli import RunFailed, UsageError, one_line
 from tao_aoi.contract import MARK_MISSING_IMAGES
+from tao_aoi.parquet_tools import read_parquet
 
 SUMMARY = ("Encode every filepath of a parquet into an `embedding` column (raw SigLIP/CLIP image features, "
            "as the container writes; or the local-only weight-free baseline).")
@@ -276,21 +277,6 @@ class Inputs:
     cfg: specs.ActionConfig
 
 
-def _read_input(src: Path):
-    import pandas as pd
-
-    if not src.is_file():
-        raise UsageError(f"input_parquet not found: {src}")
-    try:
-        frame = pd.read_parquet(src)
-    except Exception as exc:
-        raise UsageError(f"input_parquet {src} is not a readable parquet: {one_line(exc)}") from None
-    if "filepath" not in frame.columns:
-        raise UsageError(f"input_parquet {src} has no 'filepath' column (columns: "
-                         f"{', '.join(map(str, frame.columns)) or 'none'})")
-    return frame
-
-
 def load(cfg: Mapping) -> Inputs:
     """Validate every input before anything is written; UsageError names the first problem."""
     from tao_aoi.encoders import load_encoder
@@ -301,7 +287,7 @@ def load(cfg: Mapping) -> Inputs:
 
         ray_engine.require()
     src = Path(cfg.input_parquet)
-    frame = _read_input(src)
+    frame = read_parquet(src, required=["filepath"], what="input_parquet")
     out = Path(cfg.output_parquet)
     if out.resolve() == src.resolve():
         raise UsageError("output_parquet must differ from input_parquet")

@@ -57,6 +57,9 @@ def _word(prefix: str, rest: str) -> str:
     return re.escape(prefix) + _B % re.escape(prefix) + rest
 
 
+# An AWS access key id: 20 characters, one of these prefixes first.
+_AWS_PREFIXES = ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA", "A3T")
+
 _SHAPES: list[tuple[str, tuple[str, ...], str]] = [   # (kind, case-sensitive needles, regex)
     ("private_key", ("PRIVATE KEY",),   # the whole block; unterminated: to the end of its string
      r"-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----[^\x00]*?(?:-----END[ A-Z0-9]*-----|(?=\n\x00)|\Z)"),
@@ -67,7 +70,7 @@ _SHAPES: list[tuple[str, tuple[str, ...], str]] = [   # (kind, case-sensitive ne
     ("slack_token", ("xox",), r"xox(?<![A-Za-z0-9_-]xox)[abposre]-[A-Za-z0-9-]{10,}"),
     ("slack_webhook", ("hooks.slack.com",), r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
     *[("aws_access_key_id", (p,), re.escape(p) + r"(?<![A-Z0-9]%s)[A-Z0-9]{%d}(?![A-Z0-9])" % (p, 20 - len(p)))
-      for p in ("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA", "A3T")],
+      for p in _AWS_PREFIXES],
     ("google_api_key", ("AIza",), _word("AIza", r"[0-9A-Za-z_-]{35}")),
     ("google_oauth", ("ya29.",), _word("ya29.", r"[0-9A-Za-z_-]{20,}")),
     ("google_oauth", ("GOCSPX-",), _word("GOCSPX-", r"[0-9A-Za-z_-]{20,}")),
@@ -106,7 +109,7 @@ _RUN_SHAPE_RULES = [(kind, pattern) for kind, _, pattern in _SHAPE_RULES[1:]]
 # needle -> indexes of the run shape rules it triggers; AWS key ids share one regex gate (their
 # whole shape, look-arounds left out) instead of nine substring scans
 _AWS = "aws_access_key_id"
-_AWS_GATE = re.compile(r"A(?:KIA|SIA|GPA|IDA|ROA|NPA|NVA|IPA)[A-Z0-9]{16}|A3T[A-Z0-9]{17}")
+_AWS_GATE = re.compile("|".join(r"%s[A-Z0-9]{%d}" % (re.escape(p), 20 - len(p)) for p in _AWS_PREFIXES))
 _AWS_RULES = tuple(i for i, (kind, _) in enumerate(_RUN_SHAPE_RULES) if kind == _AWS)
 _RULES_OF: dict[str, list[int]] = {}
 _NEEDS: dict[str, frozenset] = {}
