@@ -49,8 +49,9 @@ def _load_parquet(path: str | os.PathLike, read, columns_of, required: Iterable[
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     missing = [c for c in required if c not in columns_of(data)]
     if missing:
-        raise UsageError(f"{named}{path.name} lacks required column(s): {column_list(missing)} "
-                         f"(has: {column_list(columns_of(data))})")
+        quoted = ", ".join(f"'{c}'" for c in missing)
+        raise UsageError(f"{named}{path} has no {quoted} column{'s' if len(missing) > 1 else ''} "
+                         f"(columns: {column_list(columns_of(data))})")
     return data
 
 

@@ -226,9 +226,12 @@ class EncodeChunks:
 
         from tao_aoi.data_services.image_embeddings import decoded_batches, encode_decoded
 
-        # every chunk but the pool's last holds batch_size paths: batches fall on chunks
-        positions = [r for chunk in batch.column("rows").to_pylist() for r in chunk]
-        paths = [p for chunk in batch.column("paths").to_pylist() for p in chunk]
+        # every chunk but the pool's last holds batch_size paths: with that one put last
+        # (Ray Data may bundle rows of blocks in any order), the batches fall on the chunks
+        chunks = sorted(zip(batch.column("rows").to_pylist(), batch.column("paths").to_pylist()),
+                        key=lambda chunk: len(chunk[0]) < self.batch_size)
+        positions = [r for rows, _ in chunks for r in rows]
+        paths = [p for _, chunk in chunks for p in chunk]
         good, vecs, bad, reasons = [], [], [], []
         for b0, results in decoded_batches(paths, self.encoder, self.batch_size, self.num_workers):
             ok, v, failed = encode_decoded(self.encoder, results)

@@ -119,7 +119,7 @@ def test_missing_filepath_column_is_a_usage_error(tmp_path):
     inp = tmp_path / "in.parquet"
     pd.DataFrame({"path": ["x.jpg"]}).to_parquet(inp)
     out = tmp_path / "emb.parquet"
-    with pytest.raises(UsageError, match="no 'filepath' column"):
+    with pytest.raises(UsageError, match=r"input_parquet .*in.parquet has no 'filepath' column \(columns: path\)"):
         action.run(cfg_for(inp, out))
     assert not out.exists()
 

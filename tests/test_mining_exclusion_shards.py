@@ -299,6 +299,18 @@ def test_matrix_of_reads_every_arrow_list_layout():
         knn.matrix_of(pa.array([[1.0, 2.0], [1.0]], pa.list_(pa.float32())), "x", "e")
 
 
+def test_list_array_writes_rows_and_null_rows():
+    vec = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert knn.list_array(vec).to_pylist() == vec.tolist()
+    col = knn.list_array(vec, pa.float64(), present=[False, True, True, False, True])
+    assert col.type == pa.list_(pa.float64())
+    assert col.to_pylist() == [None, vec[0].tolist(), vec[1].tolist(), None, vec[2].tolist()]
+    assert (knn.matrix_of(col.drop_null(), "x", "e") == vec).all()
+    assert knn.list_array(np.zeros((0, 0), np.float32), present=[False, False]).to_pylist() == [None, None]
+    with pytest.raises(ValueError, match="3 vectors for 2 present lists"):
+        knn.list_array(vec, present=[True, False, True])
+
+
 def test_decode_streams_follow_cores_and_targets():
     assert knn.decode_streams(1000, 2) == 1
     assert knn.decode_streams(1000, 16) == 5

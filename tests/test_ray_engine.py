@@ -109,6 +109,25 @@ def run_knn(root: Path, out: str, conf: dict, **extra) -> tuple[bytes, list[str]
 
 # ----------------------------------------------------------------------------- without a cluster
 
+def test_an_actor_encodes_the_local_engines_batches_whatever_the_order_of_its_chunks(tmp_path):
+    paths = make_images(tmp_path / "imgs", 10)
+    paths.insert(5, str(tmp_path / "missing.jpg"))  # 11 paths: chunks of 4, 4 and 3
+    actor = ray_engine.EncodeChunks("baseline", None, None, "cpu", num_workers=2, batch_size=4)
+    seen = []
+    encode = actor.encoder.encode_arrays
+    actor.encoder.encode_arrays = lambda arrays: seen.append(len(arrays)) or encode(arrays)
+    chunks = [list(range(b0, min(11, b0 + 4))) for b0 in (8, 0, 4)]  # the short one first
+    out = actor(pa.table({"rows": pa.array(chunks, pa.list_(pa.int64())),
+                          "paths": pa.array([[paths[i] for i in c] for c in chunks], pa.list_(pa.string()))}))
+    got = dict(zip(out.column("row").to_pylist(), out.column("embedding").to_pylist()))
+    assert sorted(seen) == [3, 3, 4]  # each chunk one batch: 4 + (4 less the missing) + 3
+    want, bad = emb_action._embed_local(actor.encoder, paths, 4, 2, 0)
+    assert [p for p, _ in bad] == [5] and got[5] is None
+    assert out.column("reason").to_pylist()[out.column("row").to_pylist().index(5)] == bad[0][1]
+    for pos, vec in want.items():
+        assert np.array_equal(np.asarray(got[pos], np.float32), vec), pos
+
+
 def test_engine_ray_without_ray_installed_is_one_line_exit_2(tmp_path):
     # a `ray` that cannot be imported, first on the path: the package and engine=local still work
     fake = tmp_path / "noray" / "ray"
