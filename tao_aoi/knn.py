@@ -24,6 +24,7 @@ therefore merge into exactly what one search over the whole pool gives (:func:`m
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -316,17 +317,14 @@ def _score_part(tile: _Tile, p: int, t: np.ndarray, sblk: np.ndarray, thr: np.nd
     # past the first blocks few rows gain an entry: a row's maximum (one read-only pass)
     # picks them, and only they are compared entry by entry
     rows = np.flatnonzero(sc.max(axis=1) >= thr)
-    if rows.size > sc.shape[0] // _SPARSE:
-        np.greater_equal(sc, thr[:, None], out=m)
-        return None if np.count_nonzero(m) > limit else tile.entries(p)
-    sub = np.take(sc, rows, axis=0, out=tile.row_copies[p][:rows.size])
-    hit = np.greater_equal(sub, thr[rows, None], out=m[:rows.size])
-    flat = np.flatnonzero(hit)
-    if flat.size > limit:
-        np.greater_equal(sc, thr[:, None], out=m)
-        return None
-    w = sub.shape[1]
-    return rows[flat // w], flat % w + c0, sub.reshape(-1)[flat]
+    if rows.size <= sc.shape[0] // _SPARSE:
+        sub = np.take(sc, rows, axis=0, out=tile.row_copies[p][:rows.size])
+        flat = np.flatnonzero(np.greater_equal(sub, thr[rows, None], out=m[:rows.size]))
+        if flat.size <= limit:
+            w = sub.shape[1]
+            return rows[flat // w], flat % w + c0, sub.reshape(-1)[flat]
+    np.greater_equal(sc, thr[:, None], out=m)
+    return None if np.count_nonzero(m) > limit else tile.entries(p)
 
 
 def _heavy_entries(cands: Candidates, tile: _Tile, rows: np.ndarray, bound: _Bound, r0: int,
@@ -1077,12 +1075,16 @@ class ParquetShards:
         seen, at_group = 0, 0
         try:
             for p, meta, groups, at, lo, hi in plan:
-                # pre_buffer=False + a read buffer: pages are streamed, so the transient
-                # memory is a few batches whatever the row-group size
-                with pq.ParquetFile(str(p), metadata=meta, pre_buffer=False, buffer_size=4 << 20) as pf:
+                with contextlib.ExitStack() as shard:
+                    pf = None  # the shard's own file: only for row groups not read ahead into memory
                     for g in groups:
                         chunk = ahead.reading(at_group) if ahead is not None else None
                         at_group += 1
+                        if chunk is None and pf is None:
+                            # pre_buffer=False + a read buffer: pages are streamed, so the
+                            # transient memory is a few batches whatever the row-group size
+                            pf = shard.enter_context(pq.ParquetFile(str(p), metadata=meta, pre_buffer=False,
+                                                                    buffer_size=4 << 20))
                         reader = pf if chunk is None else pq.ParquetFile(chunk, metadata=meta, pre_buffer=False)
                         batches = reader.iter_batches(columns=[self.column], row_groups=[g], use_threads=False,
                                                       batch_size=batch_rows or self.batch_rows)

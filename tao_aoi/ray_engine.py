@@ -237,7 +237,7 @@ class EncodeChunks:
             ok, v, failed = encode_decoded(self.encoder, results)
             good += [positions[b0 + i] for i in ok]
             if ok:
-                vecs.append(np.asarray(v, np.float32))
+                vecs.append(v)
             bad += [positions[b0 + i] for i, _ in failed]
             reasons += [why for _, why in failed]
         vectors = np.concatenate(vecs) if vecs else np.zeros((0, 0), np.float32)
